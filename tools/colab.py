@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Write the Colab badge and the Colab install cell of every chapter notebook from ``_config.yml``.
+
+The repository URL and branch live in ONE place, the ``repository:`` section of ``_config.yml``.
+This script derives from them, for each ``notebooks/*.ipynb``:
+
+* the badge line of the first (title) cell: ``[![Open In Colab](<svg>)](<colab url of this notebook>)``,
+  placed right after the ``# Title`` line;
+* the second cell, a code cell tagged ``colab-install`` that runs only inside Google Colab and installs
+  ``deqlib`` from the repository and branch, plus ``torchattacks`` without its dependencies (it pins an old
+  ``requests`` that would downgrade Colab's); the reader's torch is kept, pinned to the version installed.
+
+Usage::
+
+    python tools/colab.py            # rewrite the notebooks that are out of date
+    python tools/colab.py --check    # exit 1 (and list them) if any notebook is out of date; writes nothing
+
+The badge is an inline SVG (a ``data:`` URI), so the web book shows it without contacting another host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL_TAG = "colab-install"
+BADGE_ALT = "Open In Colab"
+BADGE_RE = re.compile(r"^\[!\[" + re.escape(BADGE_ALT) + r"\]\([^)]*\)\]\([^)]*\)\s*$")
+
+#: Extras of deqlib a chapter needs in Colab.
+EXTRAS = "data,viz"
+#: torchattacks is installed with --no-deps: its metadata pins requests==2.25.1.
+TORCHATTACKS = "torchattacks==3.5.1"
+
+_BADGE_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="104" height="20" role="img" aria-label="Open in Colab">'
+    '<rect width="104" height="20" rx="3" fill="#555"/>'
+    '<path d="M54 0h47a3 3 0 0 1 3 3v14a3 3 0 0 1-3 3H54z" fill="#f9ab00"/>'
+    '<g font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
+    '<text x="7" y="14" fill="#fff">Open in</text><text x="60" y="14" fill="#222">Colab</text></g></svg>'
+)
+BADGE_DATA_URI = "data:image/svg+xml;base64," + base64.b64encode(_BADGE_SVG.encode()).decode()
+
+
+def read_settings(config_path: Path = ROOT / "_config.yml") -> Dict[str, str]:
+    """The repository URL, branch, path of the book in the repository and Colab URL from ``_config.yml``."""
+    cfg = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    repo = cfg.get("repository") or {}
+    url = str(repo.get("url", "")).rstrip("/")
+    branch = str(repo.get("branch", "")).strip()
+    m = re.fullmatch(r"https://github\.com/([^/\s]+)/([^/\s]+?)(?:\.git)?", url)
+    if not m:
+        raise SystemExit(f"colab.py: repository.url in {config_path} must be https://github.com/OWNER/NAME, got {url!r}")
+    if not branch:
+        raise SystemExit(f"colab.py: repository.branch is empty in {config_path}")
+    colab = str((cfg.get("launch_buttons") or {}).get("colab_url") or "https://colab.research.google.com").rstrip("/")
+    return {
+        "url": url,
+        "owner": m.group(1),
+        "name": m.group(2),
+        "branch": branch,
+        "path_to_book": str(repo.get("path_to_book") or "").strip("/"),
+        "colab_url": colab,
+    }
+
+
+def colab_link(settings: Dict[str, str], nb_path: Path) -> str:
+    rel = nb_path.resolve().relative_to(ROOT).as_posix()
+    if settings["path_to_book"]:
+        rel = f"{settings['path_to_book']}/{rel}"
+    return f"{settings['colab_url']}/github/{settings['owner']}/{settings['name']}/blob/{settings['branch']}/{rel}"
+
+
+def badge_line(settings: Dict[str, str], nb_path: Path) -> str:
+    return f"[![{BADGE_ALT}]({BADGE_DATA_URI})]({colab_link(settings, nb_path)})"
+
+
+def install_source(settings: Dict[str, str]) -> str:
+    spec = f"deqlib[{EXTRAS}] @ git+{settings['url']}@{settings['branch']}"
+    return "\n".join(
+        [
+            "# Colab only (written by tools/colab.py): install deqlib from the book's repository.",
+            "# torch stays the one Colab has; torchattacks comes without its pinned (old) requests.",
+            "import sys",
+            "",
+            'if "google.colab" in sys.modules:',
+            "    import importlib.metadata",
+            "    import subprocess",
+            "",
+            '    torch_pin = "torch==" + importlib.metadata.version("torch")',
+            '    pip = [sys.executable, "-m", "pip", "install", "-q"]',
+            f'    subprocess.run(pip + ["{spec}", torch_pin], check=True)',
+            f'    subprocess.run(pip + ["{TORCHATTACKS}", "--no-deps"], check=True)',
+        ]
+    )
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _install_cell(source: str) -> dict:
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": "colab-install",
+        "metadata": {"tags": [INSTALL_TAG]},
+        "outputs": [],
+        "source": source,
+    }
+
+
+def update_notebook(nb: dict, settings: Dict[str, str], nb_path: Path) -> Tuple[dict, List[str]]:
+    """Return the notebook with an up-to-date badge and install cell, and the list of changes made."""
+    cells = nb.get("cells", [])
+    changes: List[str] = []
+    if not cells or cells[0].get("cell_type") != "markdown" or not _source(cells[0]).lstrip().startswith("# "):
+        raise SystemExit(f"colab.py: {nb_path}: the first cell must be a markdown cell starting with '# Title'")
+
+    # 1. badge in the title cell, on the line after the title
+    lines = _source(cells[0]).strip("\n").split("\n")
+    title_idx = next(i for i, line in enumerate(lines) if line.startswith("# "))
+    wanted = badge_line(settings, nb_path)
+    badge_idx = [i for i, line in enumerate(lines) if BADGE_RE.match(line)]
+    rest = [line for i, line in enumerate(lines) if i not in badge_idx and i != title_idx]
+    while rest and not rest[0].strip():
+        rest.pop(0)
+    new_lines = [lines[title_idx], "", wanted] + ([""] + rest if rest else [])
+    if new_lines != lines:
+        changes.append("badge")
+        cells[0]["source"] = "\n".join(new_lines)
+
+    # 2. install cell, second
+    wanted_src = install_source(settings)
+    idx = [i for i, c in enumerate(cells) if INSTALL_TAG in c.get("metadata", {}).get("tags", [])]
+    if idx != [1] or _source(cells[1]) != wanted_src or cells[1].get("outputs"):
+        changes.append("install cell")
+        old = cells[idx[0]] if idx else None
+        for i in reversed(idx):
+            cells.pop(i)
+        new = _install_cell(wanted_src)
+        if old is not None:
+            new["id"] = old.get("id", new["id"])
+            new["metadata"] = {**old.get("metadata", {}), "tags": old.get("metadata", {}).get("tags", [INSTALL_TAG])}
+        cells.insert(1, new)
+    nb["cells"] = cells
+    return nb, changes
+
+
+def dumps(nb: dict) -> str:
+    """Serialise like Jupyter (nbformat.write) does: sorted keys, one-space indent, final newline."""
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def process(paths: List[Path], check: bool, settings: Optional[Dict[str, str]] = None) -> int:
+    settings = settings or read_settings()
+    stale = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        nb = json.loads(text)
+        nb, changes = update_notebook(nb, settings, path)
+        new_text = dumps(nb)
+        if changes or new_text != text:
+            stale.append((path, changes or ["formatting"]))
+            if not check:
+                path.write_text(new_text, encoding="utf-8")
+    for path, changes in stale:
+        verb = "out of date" if check else "updated"
+        print(f"{path.relative_to(ROOT)}: {verb} ({', '.join(changes)})")
+    if check and stale:
+        print("colab.py: run `python tools/colab.py` and commit the notebooks", file=sys.stderr)
+        return 1
+    if not stale:
+        print(f"colab.py: {len(paths)} notebook(s) up to date with {settings['url']}@{settings['branch']}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report; exit 1 if a notebook is out of date")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    args = parser.parse_args(argv)
+    paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    return process(paths, check=args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
