@@ -1,0 +1,255 @@
+"""DEQ cells, input injections, heads, and the DEQ classifier for [0, 1] images.
+
+A cell computes the next state from (z, u), where u is the input injection computed once per input.
+No BatchNorm inside a cell: it would make a sample's equilibrium depend on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from .deq import DEQ
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {tuple(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLPCell(nn.Module):
+    """f(z, u) = norm(act(W z + u)) on flat states (N, width).
+
+    Args:
+        width: state size (u must have the same size).
+        activation: "relu", "tanh", "gelu" or "softplus".
+        norm: apply LayerNorm (per sample) after the activation.
+        spectral_norm: constrain ||W||_2 <= 1 with a spectral-norm parametrisation.
+        weight_scale: W is initialised orthogonal times this scale (< 1 starts contractive).
+    """
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        activation: str = "relu",
+        norm: bool = True,
+        spectral_norm: bool = False,
+        weight_scale: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.width = width
+        self.linear = nn.Linear(width, width, bias=False)
+        nn.init.orthogonal_(self.linear.weight, gain=weight_scale)
+        if spectral_norm:
+            self.linear = _spectral_norm(self.linear)
+        self.act = _activation(activation)
+        self.norm = nn.LayerNorm(width) if norm else nn.Identity()
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        return self.norm(self.act(self.linear(z) + u))
+
+    def state_shape(self, u: Tensor) -> Tuple[int, ...]:
+        if u.dim() != 2 or u.shape[1] != self.width:
+            raise ValueError(f"MLPCell: expected an injection of shape (N, {self.width}), got {tuple(u.shape)}")
+        return tuple(u.shape)
+
+
+def _groups(channels: int, groups: int) -> int:
+    g = min(groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class ConvCell(nn.Module):
+    """A residual conv cell on (N, C, H, W) states, GroupNorm only (per sample):
+
+    y = GN(relu(conv1(z))); f(z, u) = GN(relu(z + GN(conv2(y) + u)))   (the "Deep Implicit Layers" ResNet cell).
+
+    Args:
+        channels: state channels (u must have the same shape as the state).
+        hidden: channels of the inner convolution (default 2 * channels).
+        groups: GroupNorm groups.
+        weight_scale: std of the conv weights' normal initialisation (small starts contractive).
+    """
+
+    def __init__(self, channels: int, *, hidden: Optional[int] = None, groups: int = 8, weight_scale: float = 0.01) -> None:
+        super().__init__()
+        hidden = hidden or 2 * channels
+        self.channels = channels
+        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(_groups(hidden, groups), hidden)
+        self.norm2 = nn.GroupNorm(_groups(channels, groups), channels)
+        self.norm3 = nn.GroupNorm(_groups(channels, groups), channels)
+        for conv in (self.conv1, self.conv2):
+            nn.init.normal_(conv.weight, 0.0, weight_scale)
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        y = self.norm1(torch.relu(self.conv1(z)))
+        return self.norm3(torch.relu(z + self.norm2(u + self.conv2(y))))
+
+    def state_shape(self, u: Tensor) -> Tuple[int, ...]:
+        if u.dim() != 4 or u.shape[1] != self.channels:
+            raise ValueError(f"ConvCell: expected an injection of shape (N, {self.channels}, H, W), got {tuple(u.shape)}")
+        return tuple(u.shape)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, so that models take [0, 1] images (what attack libraries expect)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise ValueError(f"Normalize: need as many means as stds and positive stds, got {mean}, {std}")
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class DEQClassifier(nn.Module):
+    """[0, 1] images (N, C, H, W) -> normalise -> injection -> DEQ -> head -> logits (N, num_classes).
+
+    Args:
+        injection: maps normalised images to the injection u (the DEQ's input).
+        cell: the DEQ cell, called as cell(z, u).
+        head: maps the equilibrium state (or any state) to logits.
+        image_shape: (C, H, W) of the inputs, checked at each call.
+        mean, std: per-channel normalisation statistics (inside the model).
+        **deq_options: passed to :class:`~deqlib.deq.DEQ` (solver, grad, max_iter, tol, ...).
+    """
+
+    def __init__(
+        self,
+        injection: nn.Module,
+        cell: nn.Module,
+        head: nn.Module,
+        *,
+        image_shape: Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        **deq_options: Any,
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(int(s) for s in image_shape)
+        if len(self.image_shape) != 3:
+            raise ValueError(f"DEQClassifier: image_shape must be (C, H, W), got {image_shape}")
+        self.normalize = Normalize(mean, std)
+        self.injection = injection
+        self.deq = DEQ(cell, **deq_options)
+        self.head = head
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a clear error unless x is a finite float batch of [0, 1] images of the expected shape."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"DEQClassifier: expected a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"DEQClassifier: expected float images in [0, 1], got dtype {x.dtype}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape or x.shape[0] == 0:
+            raise ValueError(
+                f"DEQClassifier: expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("DEQClassifier: the input contains NaN or Inf")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(
+                f"DEQClassifier: pixels must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}]"
+            )
+
+    def inject(self, x: Tensor) -> Tensor:
+        """The DEQ's input u for images x."""
+        self.check_input(x)
+        return self.injection(self.normalize(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.deq(self.inject(x)))
+
+    def logits_from_state(self, z: Tensor) -> Tensor:
+        """Apply the head to any state (e.g. an intermediate solver iterate)."""
+        return self.head(z)
+
+    def solve(self, x: Tensor, **kwargs: Any):
+        """``(z*, info)`` without gradients; ``info.trajectory`` holds the states (see :meth:`DEQ.solve`)."""
+        with torch.no_grad():
+            return self.deq.solve(self.inject(x), **kwargs)
+
+
+def mlp_classifier(
+    image_shape: Sequence[int],
+    num_classes: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    width: int = 256,
+    activation: str = "relu",
+    norm: bool = True,
+    spectral_norm: bool = False,
+    weight_scale: float = 0.5,
+    **deq_options: Any,
+) -> DEQClassifier:
+    """A DEQ classifier with an :class:`MLPCell` on flattened images (8x8 digits, 28x28 MNIST, ...).
+
+    Example:
+        >>> model = mlp_classifier((1, 8, 8), 10, mean=(0.3,), std=(0.4,), width=64)
+        >>> model(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    d_in = int(math.prod(image_shape))
+    injection = nn.Sequential(nn.Flatten(), nn.Linear(d_in, width))
+    cell = MLPCell(width, activation=activation, norm=norm, spectral_norm=spectral_norm, weight_scale=weight_scale)
+    head = nn.Linear(width, num_classes)
+    return DEQClassifier(injection, cell, head, image_shape=image_shape, mean=mean, std=std, **deq_options)
+
+
+def conv_classifier(
+    image_shape: Sequence[int],
+    num_classes: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    channels: int = 32,
+    downsample: int = 2,
+    groups: int = 8,
+    weight_scale: float = 0.01,
+    **deq_options: Any,
+) -> DEQClassifier:
+    """A DEQ classifier with a :class:`ConvCell` (28x28 and 32x32 images).
+
+    The injection is a conv stem with ``downsample`` stride-2 stages (28 -> 14 -> 7, 32 -> 16 -> 8) so the
+    equilibrium is solved on a small feature map; the head pools to 2x2 and applies a linear layer.
+    """
+    c_in = int(image_shape[0])
+    layers: list[nn.Module] = [nn.Conv2d(c_in, channels, 3, padding=1), nn.GroupNorm(_groups(channels, groups), channels), nn.ReLU()]
+    for _ in range(downsample):
+        layers += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GroupNorm(_groups(channels, groups), channels), nn.ReLU()]
+    layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(_groups(channels, groups), channels)]
+    injection = nn.Sequential(*layers)
+    cell = ConvCell(channels, groups=groups, weight_scale=weight_scale)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, num_classes))
+    return DEQClassifier(injection, cell, head, image_shape=image_shape, mean=mean, std=std, **deq_options)
+
+
+def classifier_for(dataset: Any, kind: str = "mlp", **kwargs: Any) -> DEQClassifier:
+    """Build a DEQ classifier matched to a :class:`deqlib.data.ImageDataset` (shape, classes, normalisation).
+
+    Args:
+        dataset: anything with ``image_shape``, ``num_classes``, ``mean`` and ``std``.
+        kind: "mlp" or "conv".
+        **kwargs: passed to :func:`mlp_classifier` / :func:`conv_classifier`.
+    """
+    builders = {"mlp": mlp_classifier, "conv": conv_classifier}
+    if kind not in builders:
+        raise ValueError(f"unknown classifier kind {kind!r}; expected one of {tuple(builders)}")
+    return builders[kind](dataset.image_shape, dataset.num_classes, mean=dataset.mean, std=dataset.std, **kwargs)

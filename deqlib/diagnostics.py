@@ -1,0 +1,75 @@
+"""Diagnostics of a fixed point: spectral radius of the Jacobian and its Frobenius norm (Hutchinson)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+
+def spectral_radius(
+    f: Callable[[Tensor], Tensor],
+    z: Tensor,
+    *,
+    n_iter: int = 50,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Estimate the spectral radius of J = df/dz at z, per sample, by power iteration with Jacobian-vector products.
+
+    The growth rate of ||J^k v|| is averaged (geometrically) over the second half of the iterations, which also
+    gives the modulus of a dominant complex pair. A value below 1 means the fixed-point iteration is locally
+    contractive around z.
+
+    Args:
+        f: the map whose Jacobian is examined (e.g. ``lambda z: cell(z, x)``).
+        z: (N, ...) the point (usually a fixed point).
+        n_iter: power iterations (>= 2).
+        generator: optional RNG for the start vector.
+
+    Returns:
+        (N,) estimates of rho(J).
+    """
+    if n_iter < 2:
+        raise ValueError(f"spectral_radius: n_iter must be >= 2, got {n_iter}")
+    z = z.detach()
+    v = torch.randn(z.shape, generator=generator, dtype=z.dtype, device="cpu" if generator is not None else z.device)
+    v = v.to(z.device)
+    n = z.shape[0]
+    v = v / v.reshape(n, -1).norm(dim=1).clamp_min(1e-30).view(n, *([1] * (z.dim() - 1)))
+    logs = []
+    with torch.no_grad():
+        for k in range(n_iter):
+            _, jv = torch.func.jvp(f, (z,), (v,))
+            norm = jv.reshape(n, -1).norm(dim=1)
+            if k >= n_iter // 2:
+                logs.append(torch.log(norm.clamp_min(1e-30)))
+            v = jv / norm.clamp_min(1e-30).view(n, *([1] * (z.dim() - 1)))
+    return torch.exp(torch.stack(logs).mean(dim=0))
+
+
+def jacobian_frobenius(f_out: Tensor, z_in: Tensor, *, n_samples: int = 1, create_graph: bool = True) -> Tensor:
+    """Hutchinson estimate of ||df/dz||_F^2 per sample (Bai et al. 2021, Jacobian regularisation).
+
+    Uses E_v ||v^T J||^2 = ||J||_F^2 for v ~ N(0, I), with vector-Jacobian products on an existing graph.
+
+    Args:
+        f_out: f(z_in), computed with z_in requiring grad.
+        z_in: the state the graph starts from.
+        n_samples: random probes averaged.
+        create_graph: keep the graph so the estimate can be minimised as a regulariser.
+
+    Returns:
+        (N,) estimates (divide by the state dimension for the per-entry version used as a loss).
+    """
+    if not z_in.requires_grad:
+        raise ValueError("jacobian_frobenius: z_in must require grad and f_out be computed from it")
+    n = z_in.shape[0]
+    total = f_out.new_zeros(n)
+    for i in range(n_samples):
+        v = torch.randn_like(f_out)
+        (vjp,) = torch.autograd.grad(
+            f_out, z_in, v, create_graph=create_graph, retain_graph=True if create_graph else i < n_samples - 1
+        )
+        total = total + vjp.reshape(n, -1).pow(2).sum(dim=1)
+    return total / n_samples

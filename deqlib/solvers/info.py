@@ -1,0 +1,221 @@
+"""What a solver reports, and the per-sample bookkeeping every solver shares.
+
+Each sample of a batch stops on its own: once its residual is below ``tol`` (or it diverged) it is frozen,
+so a sample's result does not depend on the other samples in the batch. Each solver returns, per sample,
+the iterate with the lowest residual it evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+STOP_MODES = ("rel", "abs")
+#: A sample whose absolute residual grows beyond this factor times its initial residual is declared diverged.
+DIVERGENCE_FACTOR = 1e4
+#: Added to ||f(z)|| in the relative residual ||f(z) - z|| / (||f(z)|| + REL_EPS).
+REL_EPS = 1e-8
+
+
+class SolverDivergenceWarning(RuntimeWarning):
+    """Some samples produced non-finite values or a residual that blew up; their best iterate is returned."""
+
+
+@dataclass
+class SolverInfo:
+    """Per-sample report of one solver call.
+
+    Attributes:
+        steps: (N,) int64, iterations (= f evaluations) the sample took before it stopped.
+        abs_residual: (N,) ||f(z) - z|| of the returned z.
+        rel_residual: (N,) ||f(z) - z|| / (||f(z)|| + 1e-8) of the returned z.
+        converged: (N,) bool, residual (in ``stop_mode``) below ``tol``.
+        diverged: (N,) bool, stopped because of non-finite values or a residual blow-up.
+        trace: (N, K) residual (in ``stop_mode``) at each iteration; NaN after the sample stopped.
+        nfev: number of calls of f on the whole batch.
+        stop_mode, tol, solver: the settings of the call.
+        trajectory: (K+1, N, *state) states z_0..z_K when ``record=True`` (a stopped sample repeats its result).
+    """
+
+    steps: Tensor
+    abs_residual: Tensor
+    rel_residual: Tensor
+    converged: Tensor
+    diverged: Tensor
+    trace: Tensor
+    nfev: int
+    stop_mode: str
+    tol: float
+    solver: str
+    trajectory: Optional[Tensor] = None
+
+    @property
+    def residual(self) -> Tensor:
+        """The residual used for stopping (relative or absolute), per sample."""
+        return self.rel_residual if self.stop_mode == "rel" else self.abs_residual
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+    def summary(self) -> str:
+        """One line: solver, convergence, steps and residuals."""
+        n = self.steps.numel()
+        return (
+            f"{self.solver}: {int(self.converged.sum())}/{n} converged (tol={self.tol:g}, {self.stop_mode}), "
+            f"steps mean {self.steps.float().mean().item():.1f} max {int(self.steps.max()) if n else 0}, "
+            f"nfev {self.nfev}, max residual {self.residual.max().item() if n else float('nan'):.3g}"
+        )
+
+    def to_dict(self) -> dict:
+        """Plain Python numbers and lists (JSON-ready), without the trajectory."""
+        return {
+            "solver": self.solver,
+            "stop_mode": self.stop_mode,
+            "tol": self.tol,
+            "nfev": self.nfev,
+            "steps": self.steps.tolist(),
+            "abs_residual": self.abs_residual.tolist(),
+            "rel_residual": self.rel_residual.tolist(),
+            "converged": self.converged.tolist(),
+            "diverged": self.diverged.tolist(),
+        }
+
+
+def check_common(name: str, z0: Tensor, max_iter: int, tol: float, stop_mode: str) -> None:
+    """Validate the options every solver shares; raise ValueError / TypeError with a clear message."""
+    if not isinstance(z0, Tensor):
+        raise TypeError(f"{name}: z0 must be a torch.Tensor, got {type(z0).__name__}")
+    if z0.dim() < 1 or z0.shape[0] == 0:
+        raise ValueError(f"{name}: z0 must have a non-empty batch dimension first, got shape {tuple(z0.shape)}")
+    if not z0.is_floating_point():
+        raise TypeError(f"{name}: z0 must be a floating-point tensor, got {z0.dtype}")
+    if not bool(torch.isfinite(z0).all()):
+        raise ValueError(f"{name}: z0 contains NaN or Inf")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"{name}: max_iter must be a positive int, got {max_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
+        raise ValueError(f"{name}: tol must be a positive finite number, got {tol!r}")
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"{name}: stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+
+
+def flat_function(name: str, f: Callable[[Tensor], Tensor], shape: torch.Size) -> Callable[[Tensor], Tensor]:
+    """Wrap f (on states of ``shape``) as a function on flattened (N, d) states, checking its output."""
+
+    def g(z_flat: Tensor) -> Tensor:
+        out = f(z_flat.view(shape))
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{name}: f must return a tensor, got {type(out).__name__}")
+        if out.shape != shape:
+            raise ValueError(f"{name}: f changed the state's shape from {tuple(shape)} to {tuple(out.shape)}")
+        if out.dtype != z_flat.dtype:
+            raise TypeError(f"{name}: f returned dtype {out.dtype} for a state of dtype {z_flat.dtype}")
+        return out.reshape(z_flat.shape)
+
+    return g
+
+
+@dataclass
+class Tracker:
+    """Per-sample residuals, best iterate, stopping and traces, shared by all solvers."""
+
+    name: str
+    z0: Tensor  # (N, d)
+    tol: float
+    stop_mode: str
+    record: bool
+    shape: torch.Size
+    nfev: int = 0
+    best_z: Tensor = field(init=False)
+    best_abs: Tensor = field(init=False)
+    best_rel: Tensor = field(init=False)
+    active: Tensor = field(init=False)
+    steps: Tensor = field(init=False)
+    converged: Tensor = field(init=False)
+    diverged: Tensor = field(init=False)
+    initial_abs: Optional[Tensor] = field(init=False, default=None)
+    traces: List[Tensor] = field(init=False, default_factory=list)
+    states: List[Tensor] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.z0.shape[0]
+        dev = self.z0.device
+        inf = torch.full((n,), math.inf, dtype=self.z0.dtype, device=dev)
+        self.best_z = self.z0
+        self.best_abs = inf
+        self.best_rel = inf.clone()
+        self.active = torch.ones(n, dtype=torch.bool, device=dev)
+        self.steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self.converged = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.diverged = torch.zeros(n, dtype=torch.bool, device=dev)
+
+    def update(self, z: Tensor, fz: Tensor) -> bool:
+        """Record the evaluation fz = f(z) of the candidates z; return True while some sample is still active."""
+        self.nfev += 1
+        if self.record:
+            self.states.append(z.detach())
+        with torch.no_grad():
+            abs_r = (fz - z).norm(dim=1)
+            rel_r = abs_r / (fz.norm(dim=1) + REL_EPS)
+            r = rel_r if self.stop_mode == "rel" else abs_r
+            best_r = self.best_rel if self.stop_mode == "rel" else self.best_abs
+            finite = torch.isfinite(r)
+            if self.initial_abs is None:
+                self.initial_abs = torch.where(torch.isfinite(abs_r), abs_r, torch.zeros_like(abs_r))
+            act = self.active
+            improve = act & finite & (r < best_r)
+            conv = act & finite & (r < self.tol)
+            blown = abs_r > DIVERGENCE_FACTOR * self.initial_abs.clamp_min(torch.finfo(abs_r.dtype).tiny)
+            div = act & ~conv & (~finite | blown)
+            self.traces.append(torch.where(act, r, torch.full_like(r, math.nan)))
+            self.best_abs = torch.where(improve, abs_r, self.best_abs)
+            self.best_rel = torch.where(improve, rel_r, self.best_rel)
+            self.steps = self.steps + act.long()
+            self.converged = self.converged | conv
+            self.diverged = self.diverged | div
+            self.active = act & ~conv & ~div
+        # z may carry gradients (unrolled differentiation): select without breaking the graph.
+        self.best_z = torch.where(improve.unsqueeze(1), z, self.best_z)
+        return bool(self.active.any())
+
+    def freeze(self, z_next: Tensor) -> Tensor:
+        """Stopped samples keep their best iterate; active ones move on to z_next."""
+        return torch.where(self.active.unsqueeze(1), z_next, self.best_z)
+
+    def finish(self, z_last: Optional[Tensor] = None) -> Tuple[Tensor, SolverInfo]:
+        """Return (best z in the original shape, SolverInfo); warn once if some samples diverged."""
+        if self.record:
+            tail = self.best_z if z_last is None else self.freeze(z_last)
+            self.states.append(tail.detach())
+        n = self.z0.shape[0]
+        trace = torch.stack(self.traces, dim=1) if self.traces else self.z0.new_zeros((n, 0))
+        if bool(self.diverged.any()):
+            idx = torch.nonzero(self.diverged).flatten().tolist()
+            shown = ", ".join(f"{i}: {self.best_abs[i].item():.3g}" for i in idx[:8])
+            warnings.warn(
+                f"{self.name}: {len(idx)} of {n} samples diverged (non-finite values or a residual above "
+                f"{DIVERGENCE_FACTOR:g} times the initial one); returning each one's best iterate "
+                f"(sample: best absolute residual) {shown}{' ...' if len(idx) > 8 else ''}",
+                SolverDivergenceWarning,
+                stacklevel=3,
+            )
+        info = SolverInfo(
+            steps=self.steps,
+            abs_residual=self.best_abs,
+            rel_residual=self.best_rel,
+            converged=self.converged,
+            diverged=self.diverged,
+            trace=trace,
+            nfev=self.nfev,
+            stop_mode=self.stop_mode,
+            tol=float(self.tol),
+            solver=self.name,
+            trajectory=(torch.stack(self.states).view(len(self.states), *self.shape) if self.record else None),
+        )
+        return self.best_z.view(self.shape), info
