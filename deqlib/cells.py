@@ -27,10 +27,13 @@ def _activation(name: str) -> nn.Module:
 class MLPCell(nn.Module):
     """f(z, u) = norm(act(W z + u)) on flat states (N, width).
 
+    With tanh and no norm (the defaults), ||df/dz|| <= ||W||_2, so the cell starts as a contraction.
+
     Args:
         width: state size (u must have the same size).
         activation: "relu", "tanh", "gelu" or "softplus".
-        norm: apply LayerNorm (per sample) after the activation.
+        norm: apply LayerNorm (per sample) after the activation. Off by default: LayerNorm divides by the
+            state's spread and easily makes f expansive (the solver then stops converging).
         spectral_norm: constrain ||W||_2 <= 1 with a spectral-norm parametrisation.
         weight_scale: W is initialised orthogonal times this scale (< 1 starts contractive).
     """
@@ -39,8 +42,8 @@ class MLPCell(nn.Module):
         self,
         width: int,
         *,
-        activation: str = "relu",
-        norm: bool = True,
+        activation: str = "tanh",
+        norm: bool = False,
         spectral_norm: bool = False,
         weight_scale: float = 0.5,
     ) -> None:
@@ -70,9 +73,12 @@ def _groups(channels: int, groups: int) -> int:
 
 
 class ConvCell(nn.Module):
-    """A residual conv cell on (N, C, H, W) states, GroupNorm only (per sample):
+    """A conv cell on (N, C, H, W) states with GroupNorm (per sample) only on the output:
 
-    y = GN(relu(conv1(z))); f(z, u) = GN(relu(z + GN(conv2(y) + u)))   (the "Deep Implicit Layers" ResNet cell).
+    f(z, u) = GN(relu(u + conv2(relu(conv1(z))))).
+
+    The state path has no normalisation before the output (a GroupNorm of conv1(z) divides by its small std and
+    makes f expansive), so with small conv weights f is a contraction; the output GroupNorm keeps states bounded.
 
     Args:
         channels: state channels (u must have the same shape as the state).
@@ -87,15 +93,12 @@ class ConvCell(nn.Module):
         self.channels = channels
         self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1, bias=False)
-        self.norm1 = nn.GroupNorm(_groups(hidden, groups), hidden)
-        self.norm2 = nn.GroupNorm(_groups(channels, groups), channels)
-        self.norm3 = nn.GroupNorm(_groups(channels, groups), channels)
+        self.norm = nn.GroupNorm(_groups(channels, groups), channels)
         for conv in (self.conv1, self.conv2):
             nn.init.normal_(conv.weight, 0.0, weight_scale)
 
     def forward(self, z: Tensor, u: Tensor) -> Tensor:
-        y = self.norm1(torch.relu(self.conv1(z)))
-        return self.norm3(torch.relu(z + self.norm2(u + self.conv2(y))))
+        return self.norm(torch.relu(u + self.conv2(torch.relu(self.conv1(z)))))
 
     def state_shape(self, u: Tensor) -> Tuple[int, ...]:
         if u.dim() != 4 or u.shape[1] != self.channels:
@@ -162,7 +165,7 @@ class DEQClassifier(nn.Module):
             )
         if not bool(torch.isfinite(x).all()):
             raise ValueError("DEQClassifier: the input contains NaN or Inf")
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise ValueError(
                 f"DEQClassifier: pixels must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}]"
@@ -193,8 +196,8 @@ def mlp_classifier(
     mean: Sequence[float],
     std: Sequence[float],
     width: int = 256,
-    activation: str = "relu",
-    norm: bool = True,
+    activation: str = "tanh",
+    norm: bool = False,
     spectral_norm: bool = False,
     weight_scale: float = 0.5,
     **deq_options: Any,

@@ -15,37 +15,39 @@ def spectral_radius(
     n_iter: int = 50,
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
-    """Estimate the spectral radius of J = df/dz at z, per sample, by power iteration with Jacobian-vector products.
+    """Estimate the spectral radius of J = df/dz at z, per sample, by power iteration.
 
-    The growth rate of ||J^k v|| is averaged (geometrically) over the second half of the iterations, which also
-    gives the modulus of a dominant complex pair. A value below 1 means the fixed-point iteration is locally
-    contractive around z.
+    J^T has the same eigenvalues as J, so the iteration uses vector-Jacobian products (reverse mode, one graph
+    of f built once). The growth rate of ||(J^T)^k v|| is averaged (geometrically) over the second half of the
+    iterations, which also gives the modulus of a dominant complex pair. A value below 1 means the fixed-point
+    iteration is locally contractive around z.
 
     Args:
-        f: the map whose Jacobian is examined (e.g. ``lambda z: cell(z, x)``).
+        f: the map whose Jacobian is examined (e.g. ``lambda z: cell(z, x)``); must not mix samples.
         z: (N, ...) the point (usually a fixed point).
         n_iter: power iterations (>= 2).
-        generator: optional RNG for the start vector.
+        generator: optional CPU RNG for the start vector.
 
     Returns:
         (N,) estimates of rho(J).
     """
     if n_iter < 2:
         raise ValueError(f"spectral_radius: n_iter must be >= 2, got {n_iter}")
-    z = z.detach()
-    v = torch.randn(z.shape, generator=generator, dtype=z.dtype, device="cpu" if generator is not None else z.device)
-    v = v.to(z.device)
     n = z.shape[0]
-    v = v / v.reshape(n, -1).norm(dim=1).clamp_min(1e-30).view(n, *([1] * (z.dim() - 1)))
+    view = (n,) + (1,) * (z.dim() - 1)
+    v = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+    v = v / v.reshape(n, -1).norm(dim=1).clamp_min(1e-30).view(view)
+    with torch.enable_grad():
+        z_in = z.detach().requires_grad_()
+        out = f(z_in)
     logs = []
-    with torch.no_grad():
-        for k in range(n_iter):
-            _, jv = torch.func.jvp(f, (z,), (v,))
-            norm = jv.reshape(n, -1).norm(dim=1)
-            if k >= n_iter // 2:
-                logs.append(torch.log(norm.clamp_min(1e-30)))
-            v = jv / norm.clamp_min(1e-30).view(n, *([1] * (z.dim() - 1)))
-    return torch.exp(torch.stack(logs).mean(dim=0))
+    for k in range(n_iter):
+        (jtv,) = torch.autograd.grad(out, z_in, v, retain_graph=True)
+        norm = jtv.reshape(n, -1).norm(dim=1)
+        if k >= n_iter // 2:
+            logs.append(torch.log(norm.clamp_min(1e-30)))
+        v = jtv / norm.clamp_min(1e-30).view(view)
+    return torch.exp(torch.stack(logs).mean(dim=0)).detach()
 
 
 def jacobian_frobenius(f_out: Tensor, z_in: Tensor, *, n_samples: int = 1, create_graph: bool = True) -> Tensor:

@@ -1,0 +1,77 @@
+"""deqlib: deep equilibrium models and their adversarial robustness.
+
+The layers, from the bottom up:
+
+- :mod:`deqlib.config` — the fast / full mode switch, device choice, seeding.
+- :mod:`deqlib.solvers` — ``fixed_point``, ``anderson``, ``broyden`` with one signature, and a registry.
+- :mod:`deqlib.deq` — the :class:`DEQ` layer with implicit (IFT), phantom and unrolled gradients.
+- :mod:`deqlib.cells` — MLP and conv cells, the :class:`DEQClassifier` for [0, 1] images.
+- :mod:`deqlib.diagnostics` — spectral radius and Jacobian Frobenius norm at the fixed point.
+- :mod:`deqlib.data` — embedded ``digits`` / ``mnist5k`` and torchvision data sets.
+- :mod:`deqlib.lyapunov` — ICNN, Lyapunov functions and the stable projection.
+
+Example:
+    >>> import torch, deqlib
+    >>> deq = deqlib.DEQ(deqlib.MLPCell(16, activation="tanh", norm=False), solver="anderson", tol=1e-6)
+    >>> z = deq(torch.randn(4, 16))
+    >>> bool(deq.last_info.converged.all())
+    True
+"""
+
+from . import config, data, diagnostics, lyapunov, solvers
+from .cells import (
+    ConvCell,
+    DEQClassifier,
+    MLPCell,
+    Normalize,
+    classifier_for,
+    conv_classifier,
+    mlp_classifier,
+)
+from .config import choose, get_mode, is_fast, seed_everything, select_device, set_mode
+from .deq import DEQ
+from .diagnostics import jacobian_frobenius, spectral_radius
+from .solvers import (
+    SolverDivergenceWarning,
+    SolverInfo,
+    anderson,
+    available_solvers,
+    broyden,
+    fixed_point,
+    get_solver,
+    register_solver,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "config",
+    "data",
+    "diagnostics",
+    "lyapunov",
+    "solvers",
+    "DEQ",
+    "MLPCell",
+    "ConvCell",
+    "Normalize",
+    "DEQClassifier",
+    "mlp_classifier",
+    "conv_classifier",
+    "classifier_for",
+    "fixed_point",
+    "anderson",
+    "broyden",
+    "SolverInfo",
+    "SolverDivergenceWarning",
+    "register_solver",
+    "get_solver",
+    "available_solvers",
+    "spectral_radius",
+    "jacobian_frobenius",
+    "get_mode",
+    "set_mode",
+    "is_fast",
+    "choose",
+    "select_device",
+    "seed_everything",
+]

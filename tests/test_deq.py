@@ -1,0 +1,153 @@
+"""The DEQ layer: implicit gradients against finite differences and unrolling, phantom gradients, diagnostics."""
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from deqlib.cells import ConvCell, MLPCell, mlp_classifier
+from deqlib.deq import DEQ
+from deqlib.diagnostics import jacobian_frobenius, spectral_radius
+
+TIGHT = dict(tol=1e-12, max_iter=300, backward_tol=1e-12, backward_max_iter=300)
+
+
+def tanh_cell(width=6, scale=0.8, seed=0):
+    torch.manual_seed(seed)
+    return MLPCell(width, activation="tanh", norm=False, weight_scale=scale).double()
+
+
+def loss_of(z):
+    w = torch.linspace(-1, 1, z[0].numel(), dtype=z.dtype).view(z[0].shape)
+    return (z * w).sum() + 0.5 * (z**2).sum()
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson", "broyden"])
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_ift_gradcheck_input_and_parameters(solver, train_mode):
+    cell = tanh_cell()
+    deq = DEQ(cell, solver=solver, grad="ift", **TIGHT)
+    deq.train(train_mode)
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp: deq(inp), (x,))
+    names = [n for n, _ in deq.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for _, p in deq.named_parameters())
+
+    def with_params(*ps):
+        return functional_call(deq, dict(zip(names, ps)), (x.detach(),))
+
+    assert torch.autograd.gradcheck(with_params, params)
+
+
+def test_ift_gradient_equals_full_unrolling_to_convergence():
+    torch.manual_seed(0)
+    cell = MLPCell(16, activation="tanh", norm=False, weight_scale=0.95).double()
+    x = torch.randn(5, 16, dtype=torch.float64, requires_grad=True)
+    grads = {}
+    for grad in ["ift", "unroll"]:
+        deq = DEQ(cell, solver="fixed_point", grad=grad, **TIGHT)
+        z = deq(x)
+        assert deq.last_info.converged.all()
+        grads[grad] = torch.autograd.grad(loss_of(z), [x, *cell.parameters()])
+    for g_ift, g_unroll in zip(grads["ift"], grads["unroll"]):
+        rel = (g_ift - g_unroll).norm() / g_unroll.norm()
+        assert rel < 1e-4
+
+
+def test_ift_gradient_on_a_conv_cell_equals_unrolling():
+    torch.manual_seed(0)
+    cell = ConvCell(4, hidden=8, groups=2, weight_scale=0.1).double()
+    u = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    grads = {}
+    for grad in ["ift", "unroll"]:
+        deq = DEQ(cell, solver="anderson", grad=grad, **TIGHT)
+        grads[grad] = torch.autograd.grad(loss_of(deq(u)), [u, cell.conv1.weight])
+    for a, b in zip(grads["ift"], grads["unroll"]):
+        assert (a - b).norm() / b.norm() < 1e-4
+
+
+def test_phantom_gradient_approaches_ift_as_k_grows():
+    cell = tanh_cell(width=10, scale=0.9)
+    x = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+    (g_ift,) = torch.autograd.grad(loss_of(DEQ(cell, grad="ift", **TIGHT)(x)), [x])
+    errors = []
+    for k in [1, 3, 10, 30, 100]:
+        deq = DEQ(cell, grad="phantom", phantom_steps=k, phantom_tau=0.5, **TIGHT)
+        (g,) = torch.autograd.grad(loss_of(deq(x)), [x])
+        errors.append(((g - g_ift).norm() / g_ift.norm()).item())
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-6
+
+
+@pytest.mark.parametrize("grad", ["ift", "phantom", "unroll"])
+def test_gradients_reach_input_and_parameters_in_eval_mode(grad):
+    torch.manual_seed(0)
+    model = mlp_classifier((1, 8, 8), 10, mean=(0.3,), std=(0.4,), width=16, grad=grad, tol=1e-4)
+    model.eval()
+    x = torch.rand(3, 1, 8, 8, requires_grad=True)
+    loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2]))
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.deq.cell.linear.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("grad", ["ift", "phantom", "unroll"])
+def test_output_value_does_not_depend_on_grad_mode(grad):
+    cell = tanh_cell()
+    deq = DEQ(cell, grad=grad, tol=1e-6)
+    x = torch.randn(3, 6, dtype=torch.float64)
+    with torch.no_grad():
+        a = deq(x)
+    b = deq(x.requires_grad_())
+    assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_deq_sample_alone_equals_sample_in_batch():
+    torch.manual_seed(0)
+    model = mlp_classifier((1, 8, 8), 10, mean=(0.3,), std=(0.4,), width=32, tol=1e-5)
+    x = torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        batch = model(x)
+        for i in range(8):
+            assert torch.allclose(model(x[i : i + 1])[0], batch[i], atol=1e-6)
+
+
+def test_trajectory_and_info_without_changing_forward_return_type():
+    cell = tanh_cell()
+    deq = DEQ(cell, solver="anderson", tol=1e-8, record=True)
+    x = torch.randn(2, 6, dtype=torch.float64)
+    z = deq(x)
+    assert isinstance(z, torch.Tensor) and z.shape == (2, 6)
+    assert deq.last_info is not None and deq.last_info.converged.all()
+    assert deq.last_trajectory.shape[1:] == (2, 6)
+    assert deq.last_trajectory.shape[0] == int(deq.last_info.steps.max()) + 1
+    z2, info = deq.solve(x, max_iter=5)
+    assert info.trajectory.shape[0] <= 6
+    loss_of(deq(x.requires_grad_())).backward()
+    assert deq.last_backward_info is not None and deq.last_backward_info.converged.all()
+
+
+def test_spectral_radius_of_a_linear_cell_matches_eigenvalues():
+    torch.manual_seed(0)
+    W = torch.randn(8, 8, dtype=torch.float64) * 0.3
+    x = torch.randn(2, 8, dtype=torch.float64)
+    est = spectral_radius(lambda z: z @ W.T + x, torch.zeros(2, 8, dtype=torch.float64), n_iter=400)
+    true = torch.linalg.eigvals(W).abs().max()
+    assert torch.allclose(est, true.expand(2), rtol=0.05)
+
+
+def test_jacobian_frobenius_matches_exact_and_regularises():
+    torch.manual_seed(0)
+    W = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    f_out = torch.tanh(z @ W.T)
+    est = jacobian_frobenius(f_out, z, n_samples=4000)
+    exact = torch.stack([torch.autograd.functional.jacobian(lambda s: torch.tanh(W @ s), z[i]).pow(2).sum() for i in range(3)])
+    assert torch.allclose(est, exact, rtol=0.1)
+    est.sum().backward()  # differentiable w.r.t. the weights
+    assert W.grad is not None and W.grad.abs().sum() > 0
+    deq = DEQ(tanh_cell(), grad="ift", jac_reg_samples=2, tol=1e-6)
+    deq(torch.randn(2, 6, dtype=torch.float64))
+    assert deq.last_jacobian_loss is not None and deq.last_jacobian_loss.requires_grad
