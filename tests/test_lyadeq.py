@@ -22,7 +22,7 @@ from deqlib.lyadeq import (
     orthogonal_head,
     orthogonal_linear,
 )
-from deqlib.lyapunov import LyapunovFunction, lyapunov_decrease
+from deqlib.lyapunov import LyapunovFunction
 
 DT = torch.float64
 N_STATE = 4
