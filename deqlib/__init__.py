@@ -9,6 +9,8 @@ The layers, from the bottom up:
 - :mod:`deqlib.diagnostics` — spectral radius and Jacobian Frobenius norm at the fixed point.
 - :mod:`deqlib.data` — embedded ``digits`` / ``mnist5k`` and torchvision data sets.
 - :mod:`deqlib.lyapunov` — ICNN, Lyapunov functions and the stable projection.
+- :mod:`deqlib.lyadeq` — the Lyapunov-stable DEQ (LyaDEQ, our reconstruction): stable cell, orthogonal head,
+  fixed-point collapse, certificate check.
 
 Example:
     >>> import torch, deqlib
@@ -18,7 +20,7 @@ Example:
     True
 """
 
-from . import config, data, diagnostics, lyapunov, solvers
+from . import config, data, diagnostics, lyadeq, lyapunov, solvers
 from .cells import (
     ConvCell,
     DEQClassifier,
@@ -31,6 +33,16 @@ from .cells import (
 from .config import choose, get_mode, is_fast, seed_everything, select_device, set_mode
 from .deq import DEQ
 from .diagnostics import jacobian_frobenius, spectral_radius
+from .lyadeq import (
+    LyaDEQClassifier,
+    LyapunovStableCell,
+    certificate_check,
+    fixed_point_spread,
+    lyadeq_classifier,
+    orthogonal_head,
+    orthogonal_linear,
+)
+from .lyapunov import ICNN, LyapunovFunction, ReHU, StableDynamics, lyapunov_decrease, stable_projection
 from .solvers import (
     SolverDivergenceWarning,
     SolverInfo,
@@ -49,6 +61,7 @@ __all__ = [
     "data",
     "diagnostics",
     "lyapunov",
+    "lyadeq",
     "solvers",
     "DEQ",
     "MLPCell",
@@ -68,6 +81,19 @@ __all__ = [
     "available_solvers",
     "spectral_radius",
     "jacobian_frobenius",
+    "ReHU",
+    "ICNN",
+    "LyapunovFunction",
+    "stable_projection",
+    "StableDynamics",
+    "lyapunov_decrease",
+    "LyapunovStableCell",
+    "LyaDEQClassifier",
+    "lyadeq_classifier",
+    "orthogonal_linear",
+    "orthogonal_head",
+    "fixed_point_spread",
+    "certificate_check",
     "get_mode",
     "set_mode",
     "is_fast",
