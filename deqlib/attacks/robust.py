@@ -1,0 +1,182 @@
+"""Robust accuracy of a model under one attack, with the threat model checked on every adversarial batch."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torchattacks.attack import Attack
+
+from ._checks import check_int, check_norm, check_seed, perturbation_norm
+from .adapters import attack_name, attack_params
+
+#: Slack allowed on ||x_adv - x|| beyond eps (floating-point rounding of x + delta), and on the [0, 1] range.
+NORM_SLACK = 1e-5
+
+
+def as_tensors(data: Any, n: Optional[int] = None, seed: int = 0) -> Tuple[Tensor, Tensor]:
+    """``(x, y)`` from an :class:`~deqlib.data.ImageDataset` or an ``(x, y)`` pair, optionally ``n`` of them.
+
+    A data set gives its seeded stratified :meth:`subset`; tensors give a seeded random choice (in order).
+    """
+    if n is not None:
+        n = check_int(n, "n", "robust_accuracy")
+    if hasattr(data, "tensors") and callable(data.tensors):
+        if n is not None and n < len(data):
+            data = data.subset(n, seed)
+        x, y = data.tensors()
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise TypeError("expected (x, y) as two tensors")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} samples and y {y.shape[0]}")
+        if n is not None and n < x.shape[0]:
+            g = torch.Generator().manual_seed(seed)
+            idx = torch.randperm(x.shape[0], generator=g)[:n].sort().values
+            x, y = x[idx], y[idx]
+    else:
+        raise TypeError(f"expected an ImageDataset or an (x, y) pair of tensors, got {type(data).__name__}")
+    if x.shape[0] == 0:
+        raise ValueError("no samples to evaluate")
+    return x.detach(), y.detach().long()
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
+    """Seed torch's global generators inside the block and restore their state afterwards."""
+    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
+    """Predicted labels of ``model`` in eval mode (its mode is restored)."""
+    was = model.training
+    model.eval()
+    try:
+        dev = _device(model)
+        return torch.cat([model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)])
+    finally:
+        model.train(was)
+
+
+def threat_model(attack: Attack, eps: Optional[float] = None, norm: Optional[str] = None) -> Tuple[float, str]:
+    """The (eps, norm) an attack promises: given explicitly, else read from the attack."""
+    if norm is None:
+        norm = getattr(attack, "norm", None) or ("L2" if "L2" in str(getattr(attack, "attack", "")) else "Linf")
+    norm = check_norm(norm, "robust_accuracy")
+    if eps is None:
+        eps = getattr(attack, "eps", None)
+        if eps is None:
+            raise ValueError(f"robust_accuracy: cannot tell the radius of {attack_name(attack)}; pass eps= (and norm=)")
+    return float(eps), norm
+
+
+def attack_batches(
+    model: nn.Module, attack: Attack, x: Tensor, y: Tensor, *, eps: float, norm: str, batch_size: int
+) -> Dict[str, Any]:
+    """Run ``attack`` over (x, y) batch by batch; per-sample clean and adversarial correctness.
+
+    Raises:
+        RuntimeError: the attack returned a batch of the wrong shape, non-finite values, pixels outside [0, 1]
+            or a perturbation larger than eps (beyond rounding): its numbers would not be robust accuracies.
+    """
+    dev = _device(model)
+    clean_ok, adv_ok, pert = [], [], []
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+        c = predict(model, xb, batch_size).to(dev) == yb
+        adv = attack(xb, yb)
+        if not isinstance(adv, Tensor) or adv.shape != xb.shape:
+            raise RuntimeError(f"{attack_name(attack)} returned {getattr(adv, 'shape', type(adv))} for a batch of {tuple(xb.shape)}")
+        adv = adv.detach().to(dev)
+        if not bool(torch.isfinite(adv).all()):
+            raise RuntimeError(f"{attack_name(attack)} returned NaN or Inf pixels")
+        lo, hi = float(adv.min()), float(adv.max())
+        if lo < -NORM_SLACK or hi > 1 + NORM_SLACK:
+            raise RuntimeError(f"{attack_name(attack)} returned pixels in [{lo:.4g}, {hi:.4g}], outside [0, 1]")
+        p = perturbation_norm(adv, xb, norm)
+        worst = float(p.max())
+        if worst > eps + NORM_SLACK * max(1.0, eps):
+            raise RuntimeError(
+                f"{attack_name(attack)} left the threat model: max {norm} perturbation {worst:.6g} > eps = {eps:.6g}"
+            )
+        a = predict(model, adv, batch_size).to(dev) == yb
+        clean_ok.append(c.cpu())
+        adv_ok.append(a.cpu())
+        pert.append(p.cpu())
+    clean = torch.cat(clean_ok)
+    return {"clean_correct": clean, "adv_correct": torch.cat(adv_ok) & clean, "perturbation": torch.cat(pert)}
+
+
+def robust_accuracy(
+    model: nn.Module,
+    attack: Attack,
+    data_or_tensors: Any,
+    *,
+    batch_size: int = 256,
+    n: Optional[int] = None,
+    seed: int = 0,
+    eps: Optional[float] = None,
+    norm: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Accuracy of ``model`` on the adversarial examples ``attack`` finds.
+
+    A sample counts as robust only if the clean input *and* the attack's output are classified correctly (the
+    AutoAttack convention). Each batch's output is checked against the threat model (||x_adv - x|| <= eps in
+    the attack's norm, pixels in [0, 1], finite); a violation raises instead of reporting a number.
+
+    Args:
+        model: maps [0, 1] images to logits.
+        attack: a ``torchattacks.Attack`` (e.g. from :func:`make_attack`).
+        data_or_tensors: an :class:`~deqlib.data.ImageDataset` or ``(x, y)`` tensors.
+        batch_size: samples per attack call.
+        n: evaluate a seeded subset of n samples (stratified for a data set); default all.
+        seed: seeds the subset and torch's global generator during the attack (restored afterwards), so random
+            starts are reproducible.
+        eps, norm: the threat model, for attacks that do not carry ``.eps`` / ``.norm``.
+
+    Returns:
+        A JSON-able dict: ``accuracy`` (robust accuracy in [0, 1]), ``n_samples``, ``n_correct``, ``attack``
+        (name), ``params`` (the attack's parameters), ``eps``, ``norm``, ``seed``, ``seconds``, plus
+        ``clean_accuracy``, ``n_clean_correct`` and ``max_perturbation`` (largest ||x_adv - x|| seen).
+    """
+    if not isinstance(attack, Attack):
+        raise TypeError(f"robust_accuracy: attack must be a torchattacks.Attack, got {type(attack).__name__}")
+    seed = check_seed(seed, "robust_accuracy")
+    batch_size = check_int(batch_size, "batch_size", "robust_accuracy")
+    eps, norm = threat_model(attack, eps, norm)
+    x, y = as_tensors(data_or_tensors, n, seed)
+    start = time.perf_counter()
+    with seeded(seed, _device(model)):
+        out = attack_batches(model, attack, x, y, eps=eps, norm=norm, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    n_samples = int(x.shape[0])
+    n_correct = int(out["adv_correct"].sum())
+    n_clean = int(out["clean_correct"].sum())
+    return {
+        "accuracy": n_correct / n_samples,
+        "n_samples": n_samples,
+        "n_correct": n_correct,
+        "attack": attack_name(attack),
+        "params": attack_params(attack),
+        "eps": eps,
+        "norm": norm,
+        "seed": seed,
+        "seconds": seconds,
+        "clean_accuracy": n_clean / n_samples,
+        "n_clean_correct": n_clean,
+        "max_perturbation": float(out["perturbation"].max()) if n_samples else math.nan,
+    }

@@ -1,0 +1,198 @@
+"""Tests for deqlib.evaluate: the robustness report, atomic JSON, and the gradient-masking checks (tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deqlib.cells import classifier_for
+from deqlib.data import load
+from deqlib.evaluate import (
+    MASKING_CHECKS,
+    check_black_box,
+    check_determinism_gradients,
+    check_gradient_choices,
+    check_large_eps,
+    check_monotone_eps,
+    evaluate_robustness,
+    masking_checks,
+    save_json,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    train = load("digits", "train")
+    torch.manual_seed(0)
+    m = classifier_for(train, "mlp", width=32, grad="phantom")
+    x, y = train.tensors()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(2):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            loss = F.cross_entropy(m(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    m.deq.grad = "ift"
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return load("digits", "test").subset(16, seed=2).tensors()
+
+
+class _Quantised(nn.Module):
+    """Gradient masking by construction: inputs rounded to 4 levels, so the input gradient is zero."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 3) / 3)
+
+
+class _Noisy(nn.Module):
+    """A randomised model: its logits differ between two calls."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) + 0.1 * torch.randn(x.shape[0], 10)
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def test_evaluate_robustness_report(model, batch, tmp_path):
+    x, y = batch
+    attacks = ["pgd", ("apgd_ce", {"steps": 5}), ("pgd", {"steps": 3, "gradient": "phantom"}), ("pgd_l2", {"steps": 3}, [0.5])]
+    res = evaluate_robustness(model, x, y, attacks, [0.05, 0.15], seed=0, batch_size=8)
+    assert res["n_samples"] == 16 and res["seed"] == 0 and res["eps_list"] == [0.05, 0.15]
+    assert 0.8 <= res["clean_accuracy"] <= 1.0
+    assert [a["label"] for a in res["attacks"]] == ["pgd", "apgd_ce", "pgd#2", "pgd_l2"]
+    assert len(res["results"]) == 2 + 2 + 2 + 1
+    for r in res["results"]:
+        assert {"attack", "name", "eps", "norm", "accuracy", "n_correct", "params", "seconds"} <= set(r)
+        assert 0.0 <= r["accuracy"] <= res["clean_accuracy"]
+    assert res["results"][4]["params"]["gradient"] == "phantom"
+    assert res["table"]["apgd_ce"]["eps"] == [0.05, 0.15]
+    assert res["table"]["pgd"]["accuracy"][1] < res["clean_accuracy"]
+    worst = {(w["norm"], w["eps"]): w for w in res["worst_case"]}
+    assert set(worst) == {("Linf", 0.05), ("Linf", 0.15), ("L2", 0.5)}
+    for r in res["results"]:
+        assert worst[(r["norm"], r["eps"])]["accuracy"] <= r["accuracy"]
+    assert res["model"]["deq"][0]["grad"] == "ift"
+    path = save_json(res, tmp_path / "sub" / "report.json")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(res))
+
+
+def test_evaluate_robustness_validates_before_running(model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown attack 'pgdx'"):
+        evaluate_robustness(model, x, y, ["pgd", "pgdx"], [0.1])
+    with pytest.raises(ValueError, match="wrong scale"):
+        evaluate_robustness(model, x, y, ["pgd"], [8])
+    with pytest.raises(TypeError, match="unknown parameter"):
+        evaluate_robustness(model, x, y, [("pgd", {"iterations": 3})], [0.1])
+
+
+def test_save_json_is_atomic_and_strict(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("old")
+    save_json({"a": torch.tensor(0.5), "b": (1, 2), "c": math.nan, "d": torch.arange(3)}, path)
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [1, 2], "c": "nan", "d": [0, 1, 2]}
+    assert os.listdir(tmp_path) == ["r.json"]  # no temporary file left behind
+
+    class Bad:
+        def __repr__(self):
+            raise RuntimeError("cannot serialise")
+
+    with pytest.raises(RuntimeError):
+        save_json({"x": Bad()}, path)
+    assert json.loads(path.read_text())["a"] == 0.5  # the old file survives a failed write
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+# ---------------------------------------------------------------------------------------------------- masking checks
+def test_masking_checks_tiny_budget(model, batch):
+    x, y = batch
+    res = masking_checks(model, x, y, 0.1, budget=0.02, seed=0)
+    assert set(res["checks"]) == set(MASKING_CHECKS)
+    for name, c in res["checks"].items():
+        assert isinstance(c["passed"], bool), name
+        assert c["name"] == name
+    c = res["checks"]
+    assert len(c["monotone_in_eps"]["accuracy"]) == len(c["monotone_in_eps"]["eps"]) == 5
+    assert c["monotone_in_eps"]["accuracy"][0] == res["clean_accuracy"]  # eps = 0 is the clean accuracy
+    assert c["large_eps"]["eps"] == 0.5 and c["large_eps"]["accuracy"] <= 0.1
+    assert c["steps_and_restarts"]["steps"][0] < c["steps_and_restarts"]["steps"][1]
+    assert {"accuracy_square", "accuracy_apgd_ce", "accuracy_pgd"} <= set(c["black_box"])
+    acc = c["gradient_choices"]["accuracy"]
+    assert {"pgd_ift", "pgd_phantom", "pgd_unroll"} <= set(acc)
+    assert any(k.startswith("intermediate_") for k in acc) and any(k.startswith("ensemble_") for k in acc)
+    assert c["determinism_and_gradients"]["passed"] and c["determinism_and_gradients"]["max_logit_difference"] == 0.0
+    assert res["passed"] == (not res["failed"])
+    json.dumps(res)
+
+
+def test_masking_checks_validate(model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown check"):
+        masking_checks(model, x, y, 0.1, checks=["nope"])
+    with pytest.raises(ValueError, match="budget"):
+        masking_checks(model, x, y, 0.1, budget=0)
+    only = masking_checks(model, x, y, 0.1, budget=0.02, checks=["determinism_and_gradients"])
+    assert list(only["checks"]) == ["determinism_and_gradients"]
+
+
+def test_checks_flag_a_masked_model(model, batch):
+    """Rounded inputs: zero input gradients, PGD stuck, the large-eps accuracy far from 0."""
+    x, y = batch
+    masked = _Quantised(model).eval()
+    det = check_determinism_gradients(masked, x, y)
+    assert not det["passed"] and det["gradients"]["model"]["n_zero"] == x.shape[0]
+    big = check_large_eps(masked, x, y, steps=5)
+    # PGD's signed steps are 0: only its random start can fool the model, even at L-infinity eps 0.5
+    assert not big["passed"] and big["accuracy"] >= 0.5
+    assert check_large_eps(model, x, y, steps=5)["passed"]
+    noisy = check_determinism_gradients(_Noisy(model).eval(), x, y)
+    assert not noisy["deterministic"] and not noisy["passed"]
+
+
+def test_black_box_check_catches_masking(model, batch):
+    x, y = batch
+    masked = _Quantised(model).eval()
+    res = check_black_box(masked, x, y, 0.3, n_queries=60, apgd_steps=3, pgd_steps=3)
+    assert res["accuracy_square"] < res["accuracy_white_box"] and not res["passed"]
+    assert res["n_broken_only_by_square"] > 0
+
+
+def test_monotone_and_gradient_checks_report_numbers(model, batch):
+    x, y = batch
+    mono = check_monotone_eps(model, x, y, [0.2, 0.0, 0.1], steps=2)
+    assert mono["eps"] == [0.0, 0.1, 0.2] and mono["passed"]
+    grads = check_gradient_choices(model, x, y, 0.1, steps=2, state_indices=(2,), unroll_steps=2)
+    assert set(grads["accuracy"]) == {"pgd_ift", "pgd_phantom", "pgd_unroll", "intermediate_2"}
+    assert grads["strongest"] in grads["accuracy"]
+    assert grads["gap_to_ift"] == pytest.approx(grads["accuracy"]["pgd_ift"] - min(grads["accuracy"].values()))
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    skipped = check_gradient_choices(plain, x, y, 0.1)
+    assert skipped["passed"] is None and "no DEQ" in skipped["skipped"]
