@@ -11,6 +11,9 @@ The layers, from the bottom up:
 - :mod:`deqlib.lyapunov` — ICNN, Lyapunov functions and the stable projection.
 - :mod:`deqlib.lyadeq` — the Lyapunov-stable DEQ (LyaDEQ, our reconstruction): stable cell, orthogonal head,
   fixed-point collapse, certificate check.
+- :mod:`deqlib.attacks` — torchattacks adapters, AutoAttack standard, gradient switch, intermediate-state
+  attacks, robust accuracy (imported on first use: it needs torchattacks).
+- :mod:`deqlib.evaluate` — robustness reports and gradient-masking checks (imported on first use).
 
 Example:
     >>> import torch, deqlib
@@ -56,7 +59,20 @@ from .solvers import (
 
 __version__ = "0.1.0"
 
+_LAZY = ("attacks", "evaluate")  # these need torchattacks, installed with --no-deps (see README)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'deqlib' has no attribute {name!r}")
+
+
 __all__ = [
+    "attacks",
+    "evaluate",
     "config",
     "data",
     "diagnostics",
