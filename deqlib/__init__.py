@@ -14,6 +14,9 @@ The layers, from the bottom up:
 - :mod:`deqlib.attacks` — torchattacks adapters, AutoAttack standard, gradient switch, intermediate-state
   attacks, robust accuracy (imported on first use: it needs torchattacks).
 - :mod:`deqlib.evaluate` — robustness reports and gradient-masking checks (imported on first use).
+- :mod:`deqlib.losses` — cross-entropy, PGD-AT, TRADES, entropy, random intermediate states.
+- :mod:`deqlib.dynamics` — intermediate-state predictions and entropy, early / averaged readouts, input
+  entropy reduction and an adaptive attack on it (imported on first use).
 
 Example:
     >>> import torch, deqlib
@@ -23,7 +26,7 @@ Example:
     True
 """
 
-from . import config, data, diagnostics, lyadeq, lyapunov, solvers
+from . import config, data, diagnostics, losses, lyadeq, lyapunov, solvers
 from .cells import (
     ConvCell,
     DEQClassifier,
@@ -45,6 +48,7 @@ from .lyadeq import (
     orthogonal_head,
     orthogonal_linear,
 )
+from .losses import PGDAT, TRADES, RandomDepthClassifier, cross_entropy, entropy, mean_entropy
 from .lyapunov import ICNN, LyapunovFunction, ReHU, StableDynamics, lyapunov_decrease, stable_projection
 from .solvers import (
     SolverDivergenceWarning,
@@ -59,7 +63,7 @@ from .solvers import (
 
 __version__ = "0.1.0"
 
-_LAZY = ("attacks", "evaluate")  # these need torchattacks, installed with --no-deps (see README)
+_LAZY = ("attacks", "evaluate", "dynamics")  # these need torchattacks, installed with --no-deps (see README)
 
 
 def __getattr__(name: str):
@@ -73,6 +77,14 @@ def __getattr__(name: str):
 __all__ = [
     "attacks",
     "evaluate",
+    "dynamics",
+    "losses",
+    "PGDAT",
+    "TRADES",
+    "RandomDepthClassifier",
+    "cross_entropy",
+    "entropy",
+    "mean_entropy",
     "config",
     "data",
     "diagnostics",
