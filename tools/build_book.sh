@@ -8,7 +8,8 @@
 #   1. fetch the JavaScript the pages load (MathJax 3, require.js, the ipywidgets HTML manager) from the
 #      npm registry into book/_static/vendor/ if missing, so that the built book never contacts another host;
 #   2. check that every notebook's Colab badge and install cell match _config.yml (tools/colab.py --check);
-#   3. `jupyter-book build . -W -n --keep-going`: every notebook is executed (execute_notebooks: force),
+#   3. `jupyter-book build . --all -W -n --keep-going`: every page is rebuilt and every notebook executed
+#      (--all, execute_notebooks: force),
 #      a cell that raises is an error (allow_errors: false), and any warning fails the build.
 # Environment: DEQLIB_MODE is set to fast (or full with --full); the repository root is put on PYTHONPATH
 # so that the notebooks import this checkout's deqlib even when it is not pip-installed.
@@ -59,8 +60,9 @@ python tools/colab.py --check
 # ---- 3. build ----------------------------------------------------------------------------------
 export DEQLIB_MODE="$MODE"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+rm -rf _build/html _build/jupyter_execute _build/.doctrees   # no stale page survives a build
 start=$(date +%s)
 echo "== jupyter-book build (DEQLIB_MODE=$DEQLIB_MODE)"
-jupyter-book build . --builder html -W -n --keep-going
+jupyter-book build . --all --builder html -W -n --keep-going
 echo "== built _build/html in $(( $(date +%s) - start )) s"
 date -u +%Y-%m-%dT%H:%M:%SZ > _build/html/.build-stamp

@@ -15,13 +15,12 @@ Usage::
     python tools/colab.py            # rewrite the notebooks that are out of date
     python tools/colab.py --check    # exit 1 (and list them) if any notebook is out of date; writes nothing
 
-The badge is an inline SVG (a ``data:`` URI), so the web book shows it without contacting another host.
+The badge is an inline PNG (a ``data:`` URI), so the web book shows it without contacting another host.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import re
 import sys
@@ -40,14 +39,46 @@ EXTRAS = "data,viz"
 #: torchattacks is installed with --no-deps: its metadata pins requests==2.25.1.
 TORCHATTACKS = "torchattacks==3.5.1"
 
-_BADGE_SVG = (
-    '<svg xmlns="http://www.w3.org/2000/svg" width="104" height="20" role="img" aria-label="Open in Colab">'
-    '<rect width="104" height="20" rx="3" fill="#555"/>'
-    '<path d="M54 0h47a3 3 0 0 1 3 3v14a3 3 0 0 1-3 3H54z" fill="#f9ab00"/>'
-    '<g font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
-    '<text x="7" y="14" fill="#fff">Open in</text><text x="60" y="14" fill="#222">Colab</text></g></svg>'
+#: The badge, a 97 x 20 PNG ("Open in" | "Colab", DejaVu Sans), inlined as a data: URI. PNG, not SVG: markdown-it
+#: (hence MyST and Jupyter) refuses data:image/svg+xml links as unsafe, but renders data:image/png.
+_BADGE_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAGEAAAAUCAYAAACd6VPRAAAJyklEQVR42u2ZfYxU1RnGf+fcr5k7M7sz7Fo+pBbRxcXWCEldQoyt"
+    "tBLTmiJRN8VIwNaUQokBwYS0NcU0xpbEltrYBrFYGytUt4oIsZEqW0EN0lYkBt3NrptqVmiBZXZ3dmbuzL33nP5xd8Zl2QHWr7ap"
+    "J9lkzsw57z33/Xje5zkrAG688cbrLctqU0pJrbXB//CQQlPwLX5y7W4+P7EPzxdIof+rzigEobRRQYnWWCs75HAAtmmtTa215NPx"
+    "sQ+lkDrANCy2+W1cb5qm+bRSCqWUFkKIT130iVSCCAO0aRIXBk9LpRRa6zMGQAjBfyI+QggM4+NDRz3i75wyWEOozr4uUOKcAhEE"
+    "6CCECvyIWk6QUhKGIUEQRJgr5ScWgCAIGBgY+FjshwqkAMsAQ4BSZwmGhpgNcffsUXOTGinOrSLg/SCM6YQwDBkaGiIWi1FfX4/W"
+    "mnw+P2ZV1KqUs1VRLVvlcplJkyZx0003EYbhKes+iqqMu1Fm9w1Jir4glgBTnl4lAFqD4cDf3nZ4en8Sw4n2jl4nRBTc3+yuZ7Ao"
+    "kTLae7ZhnikL4/E4y5cv57LLLkNKyeDgINu3b2fv3r24rksQBEgp0VoThiGmaQ4fWlcdFQQBQghM00QpNdyY1Gn79IjTVp7f2NjI"
+    "/Pnz2blzJ1prtNZIKavPrdgYLwQ5Jjz05zr++Nc6CiVJzFZcPbPI7fOzxG1FGII17Bk/BKUEjqM50BPjpc4EC68aolQUSENjycim"
+    "H4IpIFSC+3dn+MqlBSbUKbSCUHPGyjBrd3DFnXfeSTqdZsOGDfT39zNnzhzuuOMOfN/n5ZdfpqGhgXw+j2EYJJNJstkspmlimia+"
+    "7xMEAZlMhjAMGRgYIBaLobUmHo+Tz+exbZtEIsHAwACmaVYDp5QiFovR1dXF+vXrMU0TwzCQUpLP58lkMhQKBcrlMrZtn3MgQgXx"
+    "BNy/K8Nv99bz00XHmX2BR7ZgsPWVOjqPWFwxo4SlIDsUlUUmpSiVAAWural3FShwLI3W0JeXOKamLqEJ/Og556VC6mIh+aJEKU0q"
+    "oSmVa2D+WEEQQlAsFpk1axbNzc2sWLGCY8eOkUgk2LZtGxMnTmTRokXs3r2bVatWkU6nMU2Tiy66iEOHDrFp0yYKhQKZTIYVK1bQ"
+    "1NSEUornn3+eJ554gnw+z+rVqxFCkEwmufDCC3n11VfZvHnzKfBVKBSYMWMGS5YsYdWqVcydO5elS5fS2dlJS0sLuVyOBx54gK6u"
+    "rnMKhNZgm3AiK/ndvnp+sfhfXP3FIv4gTEyH/PibJyh54HmCe3Y00H7YBQHzZhb4/oI+HBFltB8CNrz2lsOGXQ1kCwahgtaWHCuv"
+    "6UeXQWvBxucmcODtOIOeZPW1J7n5yhylUgRZp2mb076QEt/3ufjii3n33Xfp7+8nlUphGAbpdJrXX3+dxsZGXNdFSsnMmTPZunUr"
+    "a9eupampiRtuuIHBwUGWLVtGPp/ntttuY82aNbS0tDB37lzy+Tyu6zJ9+nS2bNnCXXfdxZw5c5g9ezaFQqFaDVprTNMklUpVYWva"
+    "tGm88847rFy5kp6eHhYvXkypVDqnHqEBw4Luf9q4jmLmlDJBLqoOrwz5PDhx2PJiPXvedHnke0d55LtH2fNmgof+Ug9xCLWInKgg"
+    "FVOs+Go/m799lB8t7OPRl+p57R8Oybimb0iSzRs8dvsR1i88wb3PNPBWr4Vtj90jPjDVUUrhOA4vvPACBw8epLe3l7a2Npqbm5k8"
+    "eTIzZsxASsnSpUu57rrriMVizJo1iyAIsCyLXbt2cfjwYQ4fPkxnZyeTJk0iDMNR2asJggCtNY7j0Nvby/bt2zl58iR79uyhvr4e"
+    "y7LG3RdqMBVQ8FJnnJXXZGn6rE/TNJ/lX82y9y0XdOSsyqNsEx57pY5vbZ7Cvc80kPMkvSdNBBCzNGu+dpLP1IV8vSVPy0UeL3a4"
+    "CBuUFmcPglIKy7Lo7u7mggsuIJ1Ok8vlCMOQ/v5+Lr/8ck6cOFHtBbUaeyV7lVIkk0na29vZt28frusyrE1wHAfHcRBCVJv2Gfl3"
+    "EGDbNo7jYNv2aazpjE4GQh8unlSmUJK8dcTGTIEhI+rpxkdmqahSHjGWIQPu2dFAYyrkyTXvsWttL5eeX6IUSJC1sb/mVcvp2Bk1"
+    "zjfeeIOOjg7Wr1/PJZdcQjKZZNGiRSxYsIC2tjaEEHiex7x585g9ezZTp06ltbWVjo4Ojh49Snd3N0optm3bxsMPP0xHRwfZbJYw"
+    "DDEMoxqoCuMZS3+MFGuVz5U9wLiEnBBQDqAxo1h61QCrfz+R5/YnODlk0HnE5od/aKTzPYtrvpDnV89n6O616HrHYtOeDF9qLsIw"
+    "/azkSskX1MUVrqN55u9JDvTEcczoXDlP8vM/TeD4oMGzBxIceDvGl5sL6DJj3mPVZEdSSu677z5uvfVW1q1bV6WoGzduZP/+/cTj"
+    "cYQQ9PT0cMsttzB9+nQOHTrEU089RSqV4sEHH2TZsmVs2rSJMAzp6+vj0UcfBcDzPHzfr2bx6HmVzYRhtU8EQUCxWDzlt5HzcxmG"
+    "hFIRVl2bxbVDfvbsBIplEVHU5gLnZwIWX5mj55jNkl9PRgBXX5rnO/P6oQBxW+PaGlRkY93j57HzYJIrLixyZVMhqiQFn2v0ySRC"
+    "bv7lFHIlyQ++0cfMqX7NxixaW1v1mcSa53mk02ls2yaXy+F5HqlUiuPHj3P33XfT1dXF448/zpQpU+jr6zuFovq+TyaTQQjB0NAQ"
+    "YRhiWRa2baOUwvcjTuc4TnU+MhBSSmzbplgsVu2WSqXqb5ZlVefjvUW1Y1FABj1JzNKkUprAi1DIsiCbe5+iBn4kzvxQEKoI820T"
+    "PD/K+vNSimI5wnvL0BTLgvqEJjsksQxN0h0nRR0JSxX+73kexWIRwzBIJBJVSHBdl3Q6je/75HI5HMep9pWK04aGhqrQUYETz/NO"
+    "UdKj56MroSLQfN+vwlblKuWDXqMUC2Aa0JBUKAVenkjhAl4J6uIR7njD2SsA29SI4Tskz48qqyGpKAWRLYi0QzIWOb0urqr2zkWs"
+    "6bF6UMXZFezVWqOUQgiB67q0t7czMDBQpasjm2sFt0eq6Mp3ox1Xy5GVu6uKAh+pkEfPxzsMGTlTBdGbV44ghvtHoCqVdarWUMNr"
+    "pHh/vxj+LKoXeLVtjNIuWgiEOfwi4kxX2aNftNK829vbkVISj8drspsPSx9H7h/rHB+Klta8uqwNHaLGfjHGGnFm8ahNM2oRMgiC"
+    "hVLK4nC26/E4J5FIEI/HPxKe/v80tEYbJmhJUYUslE8++eQO3/dvFkIEQgg1HmPD/wz61Kvj1QUSJUyC0Odmq5Ud/waTkt6Zam84"
+    "TwAAAABJRU5ErkJggg=="
 )
-BADGE_DATA_URI = "data:image/svg+xml;base64," + base64.b64encode(_BADGE_SVG.encode()).decode()
+BADGE_DATA_URI = "data:image/png;base64," + _BADGE_PNG_BASE64
 
 
 def read_settings(config_path: Path = ROOT / "_config.yml") -> Dict[str, str]:

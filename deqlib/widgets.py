@@ -1,0 +1,171 @@
+"""Interactive explorers (ipywidgets) built on :mod:`deqlib.viz`.
+
+Each explorer needs a running kernel (Jupyter, Colab). The web book has none, so every explorer has a
+static counterpart in :mod:`deqlib.viz` that shows the same thing without one; a chapter displays both:
+
+=====================================  ===============================================================
+explorer (live)                        static counterpart (web book)
+=====================================  ===============================================================
+:func:`fixed_point_explorer`           :func:`deqlib.viz.fixed_point_animation` (over the weight scale,
+                                       rendered with :func:`deqlib.viz.animation_to_html`) or
+                                       :func:`deqlib.viz.fixed_point_small_multiples`
+:func:`solver_explorer`                :func:`deqlib.viz.solver_trace_grid` (small multiples over
+                                       weight scale x solver)
+=====================================  ===============================================================
+
+ipywidgets is imported lazily: importing this module works without it, calling an explorer does not.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple
+
+import matplotlib.pyplot as plt
+
+from . import viz
+
+__all__ = ["fixed_point_explorer", "solver_explorer"]
+
+
+def _ipywidgets():
+    try:
+        import ipywidgets
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "deqlib.widgets needs ipywidgets: pip install 'deqlib[viz]' (or pip install ipywidgets)"
+        ) from err
+    return ipywidgets
+
+
+def fixed_point_explorer(
+    make_f: Callable[[float, float], viz.PlaneMap],
+    z0,
+    *,
+    scale: Tuple[float, float, float, float] = (0.1, 3.0, 0.1, 0.5),
+    n_iter: Tuple[int, int, int, int] = (0, 60, 1, 20),
+    x: Optional[Tuple[float, float, float, float]] = (-2.0, 2.0, 0.1, 0.0),
+    xlim: Tuple[float, float] = (-1.05, 1.05),
+    ylim: Tuple[float, float] = (-1.05, 1.05),
+    figsize: Tuple[float, float] = (8.0, 3.6),
+):
+    """Sliders for the weight scale, the number of iterations and (optionally) the input of a 2-D toy DEQ.
+
+    Each change redraws :func:`deqlib.viz.plot_fixed_point_panel`: the residual field and the trajectories
+    z_0, ..., z_K from the starts ``z0`` on the left, the step sizes ||z_{k+1} - z_k|| on the right.
+
+    Args:
+        make_f: ``make_f(scale, x)`` returns the map z -> f(z, x) of the plane for that weight scale and input.
+        z0: (N, 2) starting points.
+        scale, n_iter, x: (min, max, step, initial value) of each slider; ``x=None`` fixes x = 0 (no slider).
+
+    Returns:
+        an ``ipywidgets.interactive``; display it (it is the last expression of a cell, or ``display(w)``).
+
+    Example:
+        >>> import torch
+        >>> W = torch.tensor([[0.8, -0.5], [0.5, 0.4]], dtype=torch.float64)
+        >>> make_f = lambda s, x: (lambda z: torch.tanh(s * z @ W.T + x))
+        >>> w = fixed_point_explorer(make_f, torch.zeros(1, 2, dtype=torch.float64))  # doctest: +SKIP
+    """
+    widgets = _ipywidgets()
+
+    def slider(cls, spec, description):
+        lo, hi, step, value = spec
+        return cls(min=lo, max=hi, step=step, value=value, description=description, continuous_update=False,
+                   style={"description_width": "initial"}, layout=widgets.Layout(width="360px"))
+
+    controls = {
+        "scale": slider(widgets.FloatSlider, scale, "weight scale s"),
+        "n_iter": slider(widgets.IntSlider, n_iter, "iterations K"),
+    }
+    if x is not None:
+        controls["x"] = slider(widgets.FloatSlider, x, "input x")
+
+    def draw(scale: float, n_iter: int, x: float = 0.0) -> None:
+        fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=figsize, layout="constrained",
+                                         gridspec_kw={"width_ratios": [1, 1.25]})
+        viz.plot_fixed_point_panel(make_f(scale, x), z0, n_iter, ax_p, ax_r, xlim=xlim, ylim=ylim,
+                                   title=f"$s = {scale:.2f}$, $x = {x:.2f}$")
+        ax_r.set_title(f"{n_iter} iterations")
+        plt.show()
+
+    return widgets.interactive(draw, **controls)
+
+
+def solver_explorer(
+    run: Callable[..., object],
+    *,
+    solvers: Sequence[str] = ("fixed_point", "anderson", "broyden"),
+    tols: Sequence[float] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6),
+    tol: float = 1e-4,
+    tau: Optional[Tuple[float, float, float, float]] = (0.1, 1.0, 0.05, 1.0),
+    scale: Optional[Tuple[float, float, float, float]] = (0.5, 3.0, 0.25, 1.0),
+    max_lines: int = 32,
+    ylim: Optional[Tuple[float, float]] = None,
+    figsize: Tuple[float, float] = (6.0, 3.6),
+):
+    """Choose a solver, a tolerance, a damping and (optionally) a weight scale; watch the residual curves.
+
+    Each change calls ``run`` and redraws :func:`deqlib.viz.plot_solver_trace` (one line per sample, a marker
+    where it stopped) with the one-line :meth:`~deqlib.solvers.SolverInfo.summary` below. The static
+    counterpart for the web book is :func:`deqlib.viz.solver_trace_grid`.
+
+    Args:
+        run: ``run(solver=..., tol=..., tau=..., scale=...) -> SolverInfo``; the keywords ``tau`` and ``scale``
+            are passed only when their control exists. What the damping means for each solver is ``run``'s
+            choice (e.g. ``tau`` of ``fixed_point``, ``beta`` of ``anderson``).
+        solvers: the names in the solver menu.
+        tols: the tolerances offered (a slider over these values); ``tol`` is the initial one.
+        tau, scale: (min, max, step, initial value) of the damping and weight-scale sliders; None: no slider.
+        max_lines, ylim: passed to :func:`deqlib.viz.plot_solver_trace`.
+
+    Returns:
+        an ``ipywidgets.interactive``; display it (it is the last expression of a cell, or ``display(w)``).
+
+    Example:
+        >>> import torch
+        >>> from deqlib import solvers
+        >>> def run(solver, tol, tau, scale):
+        ...     f = lambda z: torch.tanh(scale * z + 1.0)
+        ...     opts = {"tau": tau} if solver == "fixed_point" else {}
+        ...     return solvers.get_solver(solver)(f, torch.zeros(4, 3), tol=tol, **opts)[1]
+        >>> w = solver_explorer(run)  # doctest: +SKIP
+    """
+    widgets = _ipywidgets()
+    tols = [float(t) for t in tols]
+    if not tols:
+        raise ValueError("solver_explorer: tols must not be empty")
+    if float(tol) not in tols:
+        raise ValueError(f"solver_explorer: the initial tol {tol!r} is not one of tols {tols}")
+    if not solvers:
+        raise ValueError("solver_explorer: solvers must not be empty")
+
+    def slider(cls, spec, description):
+        lo, hi, step, value = spec
+        return cls(min=lo, max=hi, step=step, value=value, description=description, continuous_update=False,
+                   style={"description_width": "initial"}, layout=widgets.Layout(width="360px"))
+
+    controls = {
+        "solver": widgets.Dropdown(options=list(solvers), value=list(solvers)[0], description="solver"),
+        "tol": widgets.SelectionSlider(options=[(f"{t:.0e}", t) for t in tols], value=float(tol),
+                                       description="tolerance", continuous_update=False,
+                                       style={"description_width": "initial"}, layout=widgets.Layout(width="360px")),
+    }
+    if tau is not None:
+        controls["tau"] = slider(widgets.FloatSlider, tau, "damping tau")
+    if scale is not None:
+        controls["scale"] = slider(widgets.FloatSlider, scale, "weight scale s")
+
+    def draw(**values) -> None:
+        info = run(**values)
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        parts = [values["solver"], f"tol {values['tol']:.0e}"]
+        parts += [f"tau {values['tau']:.2f}"] if "tau" in values else []
+        parts += [f"s {values['scale']:.2f}"] if "scale" in values else []
+        viz.plot_solver_trace(info, ax, max_lines=max_lines, ylim=ylim, title=", ".join(parts))
+        plt.show()
+        summary = getattr(info, "summary", None)
+        if callable(summary):
+            print(summary())
+
+    return widgets.interactive(draw, **controls)

@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Keep committed notebooks small and their pinned results fresh.
+
+A chapter notebook is committed WITHOUT outputs, except the cells marked ``# NBVAL_CHECK_OUTPUT``:
+their outputs are the reference that ``pytest --nbval-lax`` compares a fresh run against, so a change in
+``deqlib`` that changes a pinned result fails the tests. The web book executes every notebook anyway.
+
+Usage::
+
+    python tools/nbclean.py --execute notebooks/01_*.ipynb   # run (fast mode), keep only pinned outputs
+    python tools/nbclean.py notebooks/01_*.ipynb             # strip outputs, keep pinned ones as they are
+    python tools/nbclean.py --check                          # exit 1 if a notebook breaks the convention
+
+``--check`` (all of ``notebooks/`` by default) fails when a notebook has outputs or execution counts in an
+unpinned cell, widget state, or a pinned cell that was not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def is_pinned(cell: dict) -> bool:
+    return cell.get("cell_type") == "code" and _source(cell).lstrip().startswith(MARK)
+
+
+def clean(nb: dict) -> dict:
+    """Outputs (and execution counts) only in pinned cells, no widget state.
+
+    nbval skips a reference cell without an execution count ("unrun"), so pinned cells keep theirs.
+    """
+    for index, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        if not is_pinned(cell):
+            cell["execution_count"] = None
+            cell["outputs"] = []
+        elif cell.get("outputs") and cell.get("execution_count") is None:
+            cell["execution_count"] = index  # any number will do: nbval only needs the cell marked as run
+        cell.get("metadata", {}).pop("execution", None)
+    nb.get("metadata", {}).pop("widgets", None)
+    return nb
+
+
+def problems(nb: dict) -> List[str]:
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        if is_pinned(cell) and (not cell.get("outputs") or cell.get("execution_count") is None):
+            found.append(f"cell {i}: pinned ({MARK}) but not run: no output to compare against")
+        if not is_pinned(cell) and cell.get("execution_count") is not None:
+            found.append(f"cell {i}: execution count in an unpinned cell")
+        if not is_pinned(cell) and cell.get("outputs"):
+            found.append(f"cell {i}: outputs in an unpinned cell")
+    if "widgets" in nb.get("metadata", {}):
+        found.append("widget state in the metadata")
+    return found
+
+
+def execute(path: Path, timeout: int = 1800) -> dict:
+    import nbformat
+    from nbclient import NotebookClient
+
+    os.environ.setdefault("DEQLIB_MODE", "fast")
+    os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    print(f"{path.relative_to(ROOT)}: executed in {time.perf_counter() - start:.1f} s (DEQLIB_MODE={os.environ['DEQLIB_MODE']})")
+    return json.loads(nbformat.writes(nb))
+
+
+def dumps(nb: dict) -> str:
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--execute", action="store_true", help="run the notebook first (DEQLIB_MODE=fast by default)")
+    parser.add_argument("--check", action="store_true", help="only report; exit 1 on any problem")
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    bad = 0
+    for path in paths:
+        if args.check:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+            for p in problems(nb):
+                print(f"{path.relative_to(ROOT)}: {p}")
+                bad += 1
+            continue
+        nb = execute(path) if args.execute else json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(dumps(clean(nb)), encoding="utf-8")
+    if args.check and bad:
+        print("nbclean.py: run `python tools/nbclean.py --execute <notebook>` and commit it", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
