@@ -96,7 +96,7 @@ def test_colab_update_is_complete_and_idempotent():
     path = ROOT / "notebooks" / "99_toy.ipynb"
     nb, changes = colab.update_notebook(_toy_notebook(), settings, path)
     assert changes == ["badge", "install cell"]
-    title, install = nb["cells"][0]["source"], nb["cells"][1]["source"]
+    title, install = ("".join(nb["cells"][i]["source"]) for i in (0, 1))
     assert title.splitlines()[0] == "# A title" and title.endswith("Some prose.")
     assert "(https://colab.research.google.com/github/acme/book/blob/dev/notebooks/99_toy.ipynb)" in title
     assert "data:image/png;base64," in title  # inline badge: no request to another host
@@ -108,7 +108,7 @@ def test_colab_update_is_complete_and_idempotent():
     assert changes == [] and again == nb
     # a new branch rewrites both places, and nothing else
     moved, changes = colab.update_notebook(copy.deepcopy(nb), {**settings, "branch": "main"}, path)
-    assert changes == ["badge", "install cell"] and "@main" in moved["cells"][1]["source"]
+    assert changes == ["badge", "install cell"] and "@main" in "".join(moved["cells"][1]["source"])
     assert len(moved["cells"]) == 3
 
 

@@ -134,6 +134,11 @@ def install_source(settings: Dict[str, str]) -> str:
     )
 
 
+def _lines(text: str) -> List[str]:
+    """A cell source the way Jupyter stores it: a list of lines, each but the last ending in a newline."""
+    return text.splitlines(keepends=True)
+
+
 def _source(cell: dict) -> str:
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
@@ -146,7 +151,7 @@ def _install_cell(source: str) -> dict:
         "id": "colab-install",
         "metadata": {"tags": [INSTALL_TAG]},
         "outputs": [],
-        "source": source,
+        "source": _lines(source),
     }
 
 
@@ -168,7 +173,7 @@ def update_notebook(nb: dict, settings: Dict[str, str], nb_path: Path) -> Tuple[
     new_lines = [lines[title_idx], "", wanted] + ([""] + rest if rest else [])
     if new_lines != lines:
         changes.append("badge")
-        cells[0]["source"] = "\n".join(new_lines)
+        cells[0]["source"] = _lines("\n".join(new_lines))
 
     # 2. install cell, second
     wanted_src = install_source(settings)
