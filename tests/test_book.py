@@ -184,6 +184,8 @@ _DOM_PROBE = r"""() => {
     links: links,
     ids: ids,
     widget_views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
+    map_linked: [...document.querySelectorAll('li.chapter-built a')].map(a => a.href),
+    map_planned_links: document.querySelectorAll('li.chapter-planned a').length,
   };
 }"""
 
@@ -273,6 +275,13 @@ def test_internal_links_resolve(crawl):
                 if frag not in ids:
                     broken.append(f"{rel} -> {url} (no #{frag})")
     assert not broken, "broken internal links:\n" + "\n".join(sorted(set(broken)))
+
+
+def test_chapter_map_links_exactly_the_built_chapters(crawl):
+    intro = crawl["pages"]["book/intro.html"]
+    linked = sorted(urlsplit(u).path.lstrip("/") for u in intro["map_linked"])
+    assert linked == sorted(_chapter_pages(crawl)), f"chapter map links {linked}"
+    assert intro["map_planned_links"] == 0, "a chapter in preparation is linked from the landing page"
 
 
 def test_screenshots_saved(crawl):

@@ -4,12 +4,20 @@
   the builder; when the builder re-reads the registry the script appears twice on every page and the second copy
   throws "Identifier 'THEBE_JS_URL' has already been declared" in the browser console. Keep one copy of every
   script (same file, or same inline body).
+- The ``chapter-map`` directive of the landing page lists every planned chapter and links only those that are
+  built (listed in ``_toc.yml``), so a chapter appears as a link the moment it enters the table of contents.
 - myst-nb adds the ipywidgets manager (require.js, the 3.6 MB HTML manager, the widget state) to every page of a
   notebook that *ran* a widget, even when no widget is displayed on the page (the book removes live widgets'
   outputs and shows a static counterpart). Keep those scripts only on pages that display a widget view.
 """
 
 from __future__ import annotations
+
+import re
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.util.docutils import SphinxDirective
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -42,6 +50,45 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = kept
 
 
+class ChapterMap(SphinxDirective):
+    """A numbered list of chapters, one per content line ``NN | Title | what it covers``.
+
+    A chapter whose notebook ``notebooks/NN_*`` is part of the build is linked; the others are listed as in
+    preparation, without a link.
+    """
+
+    has_content = True
+
+    def run(self):
+        built = sorted(d for d in self.env.found_docs if d.startswith("notebooks/"))
+        items = nodes.enumerated_list(enumtype="arabic", prefix="", suffix=".")
+        for line in self.content:
+            if not line.strip():
+                continue
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) != 3 or not re.fullmatch(r"\d{2}", parts[0]):
+                raise self.error(f"chapter-map: expected 'NN | Title | description', got {line!r}")
+            number, title, description = parts
+            docname = next((d for d in built if d.split("/", 1)[1].startswith(number + "_")), None)
+            para = nodes.paragraph()
+            if docname:
+                ref = addnodes.pending_xref("", refdomain="std", reftype="doc", reftarget="/" + docname,
+                                            refexplicit=True, refwarn=True)
+                ref += nodes.inline(title, title)
+                para += ref
+            else:
+                para += nodes.Text(title)
+                para += nodes.emphasis(" (in preparation)", " (in preparation)")
+            para += nodes.Text(": " + description)
+            item = nodes.list_item()
+            item["classes"].append("chapter-built" if docname else "chapter-planned")
+            item += para
+            items += item
+        items["start"] = 1
+        return [items]
+
+
 def setup(app):
+    app.add_directive("chapter-map", ChapterMap)
     app.connect("html-page-context", _fix_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
