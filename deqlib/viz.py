@@ -463,7 +463,7 @@ def fixed_point_animation(
     *,
     label: str = "s",
     figsize: Tuple[float, float] = (7.0, 3.2),
-    dpi: int = 60,
+    dpi: int = 72,
     interval_ms: int = 900,
     **panel_kw,
 ) -> mpl_animation.FuncAnimation:
