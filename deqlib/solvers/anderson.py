@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, List, Tuple
 
 import torch
@@ -82,17 +83,31 @@ def anderson(
     g = flat_function("anderson", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)
     track = Tracker("anderson", z, tol, stop_mode, record, z0.shape)
+    fz = g(z)
+    if torch.is_grad_enabled() and (z.requires_grad or fz.requires_grad):
+        # Autograd records the solve (grad="unroll" differentiates through it): out-of-place history.
+        return _anderson_lists(g, z, fz, track, max_iter, m, float(beta), float(lam))
+    return _anderson_buffers(g, z, fz, track, max_iter, m, float(beta), float(lam))
+
+
+def _anderson_lists(
+    g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track: Tracker, max_iter: int, m: int, beta: float, lam: float
+):
+    """Anderson with the history kept as lists of tensors and stacked each step: autograd can go through it."""
     xs: List[Tensor] = []
     fs: List[Tensor] = []
     z_next = z
-    for _ in range(max_iter):
-        fz = g(z)
+    for k in range(max_iter):
+        if k:  # the first evaluation, f(z0), was made by the caller
+            fz = g(z)
         go_on = track.update(z, fz)
         xs.append(z)
         fs.append(fz)
         if len(xs) > m:
             xs.pop(0)
             fs.pop(0)
+        if not go_on:  # every sample stopped: the next iterate would be discarded
+            return track.finish()
         if len(xs) == 1:
             z_next = fz if beta == 1.0 else z + beta * (fz - z)
         else:
@@ -101,7 +116,84 @@ def anderson(
             alpha = anderson_weights(F - X, lam).unsqueeze(1)  # (N, 1, n)
             mixed_f = (alpha @ F).squeeze(1)
             z_next = mixed_f if beta == 1.0 else beta * mixed_f + (1.0 - beta) * (alpha @ X).squeeze(1)
-        if not go_on:
-            break
+        z = track.freeze(z_next)
+    return track.finish(z_next)
+
+
+def _anderson_buffers(
+    g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track: Tracker, max_iter: int, m: int, beta: float, lam: float
+):
+    """The same iteration without autograd: the history lives in preallocated ring buffers written in place.
+
+    The residuals G = f(z) - z are stored (computed once, shared with the tracker) next to f(z); the Gram matrix
+    G G^T is updated one row per step inside a preallocated bordered system instead of recomputed; the views of
+    the buffers are made once; the fallback test costs two reductions unless it triggers. The order of the
+    history columns is a rotation of the list version's, which changes nothing but rounding (the least-squares
+    problem does not depend on the order of its columns).
+    """
+    n_batch, dim = z.shape
+    mm = min(m, max_iter)
+    F = z.new_empty(n_batch, mm, dim)
+    G = z.new_empty(n_batch, mm, dim)
+    X = z.new_empty(n_batch, mm, dim) if beta != 1.0 else None
+    # Bordered system [[0, 1^T], [1, G G^T]] (the regularisation is added to a copy at each step).
+    T = z.new_zeros(n_batch, mm + 1, mm + 1)
+    T[:, 0, 1:] = 1.0
+    T[:, 1:, 0] = 1.0
+    gram = T[:, 1:, 1:]
+    rhs = z.new_zeros(n_batch, mm + 1)
+    rhs[:, 0] = 1.0
+    onehot = torch.eye(mm, dtype=z.dtype, device=z.device)
+    tiny = torch.finfo(z.dtype).tiny ** 0.5
+    # Views made once: column j of the buffers, the first n columns, and the pieces of the bordered system.
+    F_col = [F[:, j] for j in range(mm)]
+    G_col = [G[:, j] for j in range(mm)]
+    X_col = [X[:, j] for j in range(mm)] if X is not None else None
+    F_first = [F[:, :n] for n in range(mm + 1)]
+    X_first = [X[:, :n] for n in range(mm + 1)] if X is not None else None
+    GT_first = [G[:, :n].transpose(1, 2) for n in range(mm + 1)]
+    T_first = [T[:, : n + 1, : n + 1] for n in range(mm + 1)]
+    gram_row = [[gram[:, j, :n] for n in range(mm + 1)] for j in range(mm)]
+    gram_col = [[gram[:, :n, j] for n in range(mm + 1)] for j in range(mm)]
+    rhs_first = [rhs[:, : n + 1] for n in range(mm + 1)]
+    z_next = z
+    for k in range(max_iter):
+        if k:  # the first evaluation, f(z0), was made by the caller
+            fz = g(z)
+        j = k % mm
+        n = min(k + 1, mm)
+        gj = G_col[j]
+        torch.sub(fz, z, out=gj)
+        go_on = track.update(z, fz, gj)
+        if not go_on:  # every sample stopped: the next iterate would be discarded
+            return track.finish()
+        F_col[j].copy_(fz)
+        if X_col is not None:
+            X_col[j].copy_(z)
+        # (N, n): G_i . G_j for the stored columns i. Written as a row vector times G^T: on CPU the batched
+        # matrix-vector product G @ g_j is up to 20x slower than g_j^T @ G^T (same numbers up to rounding).
+        row = torch.bmm(gj.unsqueeze(1), GT_first[n]).squeeze(1)
+        gram_row[j][n].copy_(row)
+        gram_col[j][n].copy_(row)
+        if n == 1:
+            z_next = fz if beta == 1.0 else z + beta * gj
+        else:
+            An = T_first[n].clone()
+            H = An[:, 1:, 1:]
+            diag = H.diagonal(dim1=1, dim2=2)
+            scale = diag.mean(dim=1)
+            diag.add_((lam * scale + tiny).unsqueeze(1))
+            sol, status = torch.linalg.solve_ex(An, rhs_first[n])
+            alpha = sol[:, 1:]
+            if bool(status.any()) or not math.isfinite(float(alpha.sum())):
+                # Fallback where the system is singular: a plain fixed-point step from the newest iterate (column j).
+                bad = (status != 0) | ~torch.isfinite(alpha).all(dim=1)
+                alpha = torch.where(bad.unsqueeze(1), onehot[j, :n], alpha)
+            alpha = alpha.unsqueeze(1)  # (N, 1, n)
+            mixed_f = torch.bmm(alpha, F_first[n]).squeeze(1)
+            if beta == 1.0:
+                z_next = mixed_f
+            else:
+                z_next = beta * mixed_f + (1.0 - beta) * torch.bmm(alpha, X_first[n]).squeeze(1)
         z = track.freeze(z_next)
     return track.finish(z_next)

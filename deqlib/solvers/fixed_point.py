@@ -48,8 +48,13 @@ def fixed_point(
     z_next = z
     for _ in range(max_iter):
         fz = g(z)
-        go_on = track.update(z, fz)
-        z_next = fz if tau == 1.0 else z + tau * (fz - z)
+        if tau == 1.0:
+            go_on = track.update(z, fz)
+            z_next = fz
+        else:
+            diff = fz - z
+            go_on = track.update(z, fz, diff)
+            z_next = z + tau * diff
         if not go_on:
             break
         z = track.freeze(z_next)

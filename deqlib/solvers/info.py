@@ -121,9 +121,23 @@ def flat_function(name: str, f: Callable[[Tensor], Tensor], shape: torch.Size) -
     return g
 
 
+#: States with at least this many elements pay one extra host sync per step to skip a full-size select when every
+#: active sample improved (cheaper than the select on large states; on small ones the sync would cost more).
+_SKIP_SELECT_NUMEL = 16384
+
+
 @dataclass
 class Tracker:
-    """Per-sample residuals, best iterate, stopping and traces, shared by all solvers."""
+    """Per-sample residuals, best iterate, stopping and traces, shared by all solvers.
+
+    Performance notes (the semantics are those of the straightforward version kept in
+    ``benchmarks/baseline_solvers.py``, with the same results): the solver may pass the difference ``f(z) - z``
+    it already computed; the divergence threshold and the NaN filler of the traces are computed once; NaN and
+    Inf residuals are excluded by the comparisons themselves (``nan < x`` and ``inf < x`` are False), with the
+    stopped samples' residuals set to NaN; when every sample is still active (or, on large states, every active
+    sample improved) the full-size selects are skipped, which gives the same values. One host sync per step
+    (the number of active samples) decides whether to go on.
+    """
 
     name: str
     z0: Tensor  # (N, d)
@@ -142,6 +156,7 @@ class Tracker:
     initial_abs: Optional[Tensor] = field(init=False, default=None)
     traces: List[Tensor] = field(init=False, default_factory=list)
     states: List[Tensor] = field(init=False, default_factory=list)
+    n_active: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         n = self.z0.shape[0]
@@ -154,38 +169,56 @@ class Tracker:
         self.steps = torch.zeros(n, dtype=torch.long, device=dev)
         self.converged = torch.zeros(n, dtype=torch.bool, device=dev)
         self.diverged = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.n_active = n
+        self._rel = self.stop_mode == "rel"
+        self._threshold: Optional[Tensor] = None
+        self._nan = torch.full((n,), math.nan, dtype=self.z0.dtype, device=dev)
+        self._check_all_improve = self.z0.numel() >= _SKIP_SELECT_NUMEL
 
-    def update(self, z: Tensor, fz: Tensor) -> bool:
-        """Record the evaluation fz = f(z) of the candidates z; return True while some sample is still active."""
+    def update(self, z: Tensor, fz: Tensor, diff: Optional[Tensor] = None) -> bool:
+        """Record the evaluation fz = f(z) of the candidates z; return True while some sample is still active.
+
+        ``diff``, if given, must be ``fz - z`` (the solver often needs it anyway).
+        """
         self.nfev += 1
         if self.record:
             self.states.append(z.detach())
         with torch.no_grad():
-            abs_r = (fz - z).norm(dim=1)
+            abs_r = (fz - z if diff is None else diff).norm(dim=1)
             rel_r = abs_r / (fz.norm(dim=1) + REL_EPS)
-            r = rel_r if self.stop_mode == "rel" else abs_r
-            best_r = self.best_rel if self.stop_mode == "rel" else self.best_abs
-            finite = torch.isfinite(r)
-            if self.initial_abs is None:
+            r, best_r = (rel_r, self.best_rel) if self._rel else (abs_r, self.best_abs)
+            if self._threshold is None:
                 self.initial_abs = torch.where(torch.isfinite(abs_r), abs_r, torch.zeros_like(abs_r))
+                self._threshold = DIVERGENCE_FACTOR * self.initial_abs.clamp_min(torch.finfo(abs_r.dtype).tiny)
             act = self.active
-            improve = act & finite & (r < best_r)
-            conv = act & finite & (r < self.tol)
-            blown = abs_r > DIVERGENCE_FACTOR * self.initial_abs.clamp_min(torch.finfo(abs_r.dtype).tiny)
-            div = act & ~conv & (~finite | blown)
-            self.traces.append(torch.where(act, r, torch.full_like(r, math.nan)))
+            # The residual of the active samples, NaN for the stopped ones: it is the trace entry, and since NaN
+            # (like Inf) never compares below a bound, "r_act < x" is "active, finite and below x".
+            r_act = torch.where(act, r, self._nan)
+            self.traces.append(r_act)
+            improve = r_act < best_r
+            conv = r_act < self.tol
+            still = act > conv  # active and not converged (on booleans, a > b is a & ~b)
+            # Not diverged: finite residual (residuals are >= 0, so finite means < inf) and no blow-up.
+            good = (abs_r <= self._threshold) & (r < math.inf)
             self.best_abs = torch.where(improve, abs_r, self.best_abs)
             self.best_rel = torch.where(improve, rel_r, self.best_rel)
-            self.steps = self.steps + act.long()
-            self.converged = self.converged | conv
-            self.diverged = self.diverged | div
-            self.active = act & ~conv & ~div
+            self.steps += act
+            self.converged |= conv
+            self.diverged |= still > good
+            self.active = still & good
+            all_improve = self._check_all_improve and bool(improve.all())
+            self.n_active = int(self.active.sum())
         # z may carry gradients (unrolled differentiation): select without breaking the graph.
-        self.best_z = torch.where(improve.unsqueeze(1), z, self.best_z)
-        return bool(self.active.any())
+        if all_improve:
+            self.best_z = z
+        else:
+            self.best_z = torch.where(improve.unsqueeze(1), z, self.best_z)
+        return self.n_active > 0
 
     def freeze(self, z_next: Tensor) -> Tensor:
         """Stopped samples keep their best iterate; active ones move on to z_next."""
+        if self.n_active == self.active.shape[0]:
+            return z_next
         return torch.where(self.active.unsqueeze(1), z_next, self.best_z)
 
     def finish(self, z_last: Optional[Tensor] = None) -> Tuple[Tensor, SolverInfo]:
