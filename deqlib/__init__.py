@@ -8,6 +8,8 @@ The layers, from the bottom up:
 - :mod:`deqlib.cells` — MLP and conv cells, the :class:`DEQClassifier` for [0, 1] images.
 - :mod:`deqlib.diagnostics` — spectral radius and Jacobian Frobenius norm at the fixed point.
 - :mod:`deqlib.data` — embedded ``digits`` / ``mnist5k`` and torchvision data sets.
+- :mod:`deqlib.train` — ``fit`` with progress, history, atomic resumable checkpoints; the book's recipes.
+- :mod:`deqlib.viz`, :mod:`deqlib.widgets` — figures and ipywidgets explorers (each with a static counterpart).
 - :mod:`deqlib.lyapunov` — ICNN, Lyapunov functions and the stable projection.
 - :mod:`deqlib.lyadeq` — the Lyapunov-stable DEQ (LyaDEQ, our reconstruction): stable cell, orthogonal head,
   fixed-point collapse, certificate check.
@@ -63,18 +65,53 @@ from .solvers import (
 
 __version__ = "0.1.0"
 
-_LAZY = ("attacks", "evaluate", "dynamics")  # these need torchattacks, installed with --no-deps (see README)
+# Imported on first use: attacks / evaluate / dynamics need torchattacks (installed with --no-deps, see README),
+# viz needs matplotlib and widgets ipywidgets (the [viz] extra); train is lazy so that `python -m deqlib.train`
+# does not import itself twice.
+_LAZY_MODULES = ("attacks", "evaluate", "dynamics", "viz", "widgets", "train", "checkpoint")
+_LAZY_NAMES = {
+    "fit": "train",
+    "History": "train",
+    "evaluate_accuracy": "train",
+    "recipe": "train",
+    "train_classifier": "train",
+    "CheckpointError": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_model": "checkpoint",
+    "load_model_state": "checkpoint",
+}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY_MODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'deqlib' has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
+
+
 __all__ = [
+    "train",
+    "checkpoint",
+    "viz",
+    "widgets",
+    "fit",
+    "History",
+    "evaluate_accuracy",
+    "recipe",
+    "train_classifier",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_model",
+    "load_model_state",
     "attacks",
     "evaluate",
     "dynamics",
