@@ -75,6 +75,24 @@ def torchdeq_solve(solver: str, f: Callable[[Tensor], Tensor], z0: Tensor) -> Tu
     return z, info
 
 
+def bare_loop(f: Callable[[Tensor], Tensor], z0: Tensor) -> Tuple[Tensor, int]:
+    """The least a monitored fixed-point iteration can do: f, the batch's relative residuals, one sync per step.
+
+    Its overhead over nfev x t_f is the price of checking convergence at all (the residual norms), which every
+    solver pays; a solver's overhead above it is its own bookkeeping.
+    """
+    z = z0.flatten(1)
+    with torch.no_grad():
+        for k in range(MAX_ITER):
+            fz = f(z.view_as(z0)).flatten(1)
+            d = fz - z
+            r = d.norm(dim=1) / (fz.norm(dim=1) + 1e-8)
+            z = fz
+            if float(r.max()) < TOL:
+                break
+    return z.view_as(z0), k + 1
+
+
 def reference_fixed_point(p: Problem) -> Tensor:
     """The fixed point in float64 to a tight tolerance (plain iteration, many steps)."""
     cell64 = copy.deepcopy(p.model.deq.cell).double()
@@ -164,6 +182,9 @@ def run(*, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = BAT
                         else:
                             t, _ = timed(lambda: torchdeq_solve(solver, p.f, p.z0))
                         times[lib].append(t)
+                    if solver == "fixed_point":
+                        t, (_, n_bare) = timed(lambda: bare_loop(p.f, p.z0))
+                        times.setdefault("bare", []).append(t)
                     with torch.no_grad():
                         t_fs.append(time_per_call(lambda: p.f(t_f_point), min_seconds=0.02, max_calls=50))
                 t_d, t_t, t_f = median(times["deqlib"]), median(times["torchdeq"]), median(t_fs)
@@ -188,6 +209,10 @@ def run(*, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = BAT
                     "overhead_torchdeq": t_t / (n_t * t_f),
                     "guard": g,
                 }
+                if "bare" in times:
+                    case["bare_loop_median_s"] = median(times["bare"])
+                    case["bare_loop_nfev"] = n_bare
+                    case["overhead_bare_loop"] = case["bare_loop_median_s"] / (n_bare * t_f)
                 cases.append(case)
                 log(
                     f"solvers {cell:6s} B={batch:<3d} {solver:11s} deqlib {t_d * 1e3:8.1f} ms ({n_d} f) torchdeq "

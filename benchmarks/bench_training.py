@@ -4,8 +4,8 @@
   max_iter 20, tol 1e-3, IFT gradient, batch 64, Adam) trained by ``deqlib.train.fit`` for one epoch on the
   4,000 mnist5k training digits (a leading part of them with ``--quick``).
 * PGD-AT: the same model and ``fit`` with ``deqlib.losses.PGDAT(eps=0.2, alpha=0.05, steps=7)`` (the settings of
-  ``experiments/robustness_mnist5k.py``). An epoch is ~8x the work of a clean one, so only its first
-  ``PGD_SAMPLES`` samples are timed and the epoch time is extrapolated from the measured samples/s.
+  ``experiments/robustness_mnist5k.py``), also one epoch (with ``--quick``, a leading part of it, and the epoch
+  time is extrapolated from the measured samples/s).
 
 Breakdown: deqlib's forward solves (``DEQ._solve``), the IFT adjoint solves (``_ImplicitBackward.backward``) and the
 inner attack (``PGDAT.perturb``) are wrapped with timers for the run (inclusive wall time; the solves inside the
@@ -27,7 +27,7 @@ from deqlib import cells, data, deq as deq_module
 from .common import log
 
 PGD = {"eps": 0.2, "alpha": 0.05, "steps": 7}
-PGD_SAMPLES = 512
+PGD_SAMPLES = 4000
 
 
 class Timers:

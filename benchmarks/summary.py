@@ -73,6 +73,13 @@ def solvers_section(res: Dict[str, Any]) -> List[str]:
         ])
     lines += _table(["cell", "batch", "solver", "deqlib ms (nfev)", "torchdeq ms (nfev)", "ratio", "ratio per f",
                      "overhead deqlib", "overhead torchdeq", "error vs reference deqlib / torchdeq"], rows)
+    bare = [c for c in res["cases"] if "overhead_bare_loop" in c]
+    if bare:
+        lines += ["", "The floor of monitoring: a bare loop `fz = f(z); r = ||fz - z|| / ||fz||; stop when max(r) < tol` "
+                      "(no per-sample state, no best iterate) has this overhead over nfev x t_f, next to deqlib's fixed_point:", ""]
+        lines += _table(["cell", "batch", "bare loop overhead", "deqlib fixed_point overhead", "torchdeq fixed_point_iter overhead"],
+                        [[c["cell"], str(c["batch"]), f"{c['overhead_bare_loop']:.2f}", f"{c['overhead_deqlib']:.2f}",
+                          f"{c['overhead_torchdeq']:.2f}"] for c in bare])
     lines += ["", "Goals:", ""]
     all_ratio = [c for c in res["cases"]]
     bad = [c for c in all_ratio if c["ratio"] > GOAL_RATIO]
