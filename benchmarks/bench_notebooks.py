@@ -59,6 +59,19 @@ def run_one(path: Path, timeout: int) -> Dict[str, Any]:
             "code_cells": n_code, "slowest_cells": slowest}
 
 
+def kernel_threads() -> Optional[int]:
+    """torch.get_num_threads() of a fresh Python process (what a kernel gets by default)."""
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True, timeout=120)
+        return int(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
 def run(*, quick: bool = False, timeout: int = 3600, pattern: str = "*.ipynb") -> Dict[str, Any]:
     old = os.environ.get("DEQLIB_MODE")
     os.environ["DEQLIB_MODE"] = "fast"
@@ -73,5 +86,5 @@ def run(*, quick: bool = False, timeout: int = 3600, pattern: str = "*.ipynb") -
         else:
             os.environ["DEQLIB_MODE"] = old
     return {"settings": {"mode": "fast", "executor": "nbclient", "kernel": "python3", "timeout_s": timeout,
-                         "threads": "kernel default (torch.get_num_threads() of a fresh process)"},
+                         "threads": f"the kernels' default, {kernel_threads()} (the benchmark's --threads does not apply)"},
             "notebooks": rows}

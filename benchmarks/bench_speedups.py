@@ -14,9 +14,11 @@ Change 2 (buffers, no-grad path): Anderson keeps its history in preallocated rin
 stores the residuals once, updates its Gram matrix one row per step and fills a preallocated bordered system;
 Broyden keeps u, v in preallocated buffers and needs two low-rank products per step instead of three. The
 list-based versions remain for autograd (``grad="unroll"``). The last, discarded Anderson mixing is skipped.
-Change 3 (row-vector products): on CPU, ``bmm(A, x[..., None])`` (a batched matrix times a column vector) is many
-times slower than the same numbers computed as ``bmm(x[:, None], A.transpose(1, 2))``; both solvers use the second.
-The micro-benchmark below records the difference.
+Change 3 (layouts of the batched products): on CPU, ``bmm(A, x[..., None])`` (a batched matrix times a column
+vector) is many times slower than the same numbers computed as ``bmm(x[:, None], A.transpose(1, 2))``; both solvers
+use the second (the micro-benchmark below records the difference). And ``torch.linalg.solve_ex`` returns its
+solutions column-major (batch stride 1): a batched product with them falls back to a per-sample loop (recorded
+below), so Anderson's weights are made contiguous first (in the autograd path as well).
 
 Also measured here: ``torch.compile`` of the cell f (compile time and time per evaluation), to decide whether it pays.
 """
@@ -91,6 +93,23 @@ def bmm_forms(repeats: int) -> List[Dict[str, Any]]:
     return rows
 
 
+def weight_layouts(repeats: int) -> List[Dict[str, Any]]:
+    """Anderson's mixing product with the weights as solve_ex returns them (column-major) and made contiguous."""
+    rows = []
+    for n_batch, n, d in [(256, 5, 256), (256, 5, 1568), (64, 5, 1568)]:
+        F = torch.randn(n_batch, n, d)
+        A = torch.eye(n + 1).expand(n_batch, n + 1, n + 1) + 0.1 * torch.rand(n_batch, n + 1, n + 1)
+        sol, _ = torch.linalg.solve_ex(A, torch.rand(n_batch, n + 1))
+        alpha = sol[:, 1:]
+        col = [time_per_call(lambda: torch.bmm(alpha.unsqueeze(1), F), min_seconds=0.02) for _ in range(repeats)]
+        con = [time_per_call(lambda: torch.bmm(alpha.contiguous().unsqueeze(1), F), min_seconds=0.02) for _ in range(repeats)]
+        rows.append({"shape": [n_batch, n, d], "alpha_strides": list(alpha.stride()), "column_major_s": median(col),
+                     "contiguous_s": median(con), "speedup": median(col) / median(con)})
+        log(f"speedups mixing (N={n_batch}, n={n}, d={d}): column-major weights {median(col) * 1e6:.0f} us, "
+            f"contiguous {median(con) * 1e6:.0f} us")
+    return rows
+
+
 def compile_check(cells: Tuple[str, ...], batch: int, repeats: int) -> List[Dict[str, Any]]:
     """torch.compile of the cell: compile seconds and seconds per evaluation against eager."""
     rows = []
@@ -159,6 +178,7 @@ def run(*, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = (1,
         "cases": cases,
         "equivalence": equivalence,
         "bmm_forms": bmm_forms(3 if quick else repeats),
+        "weight_layouts": weight_layouts(3 if quick else repeats),
     }
     if compile_cells:
         out["compile"] = compile_check(("mlp28",) if quick else ("mlp28", "conv28"), 16 if quick else 256, 3)
