@@ -29,14 +29,6 @@ from deqlib.deq import DEQ
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(model: nn.Module, data, epochs: int = 2, seed: int = 0) -> nn.Module:
     """A few seconds of Adam with the (cheap) phantom gradient; the model is returned with grad="ift"."""
     torch.manual_seed(seed)

@@ -25,15 +25,6 @@ from deqlib.losses import cross_entropy, entropy
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add overhead on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(model: nn.Module, X, y, *, epochs: int, lr: float = 1e-2, batch: int = 64) -> nn.Module:
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

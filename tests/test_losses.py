@@ -31,15 +31,6 @@ from deqlib.losses import (
 TOL = 1e-6  # float32 rounding of x + delta
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add overhead on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train(model: nn.Module, X, y, loss_fn, *, epochs: int, lr: float = 1e-2, batch: int = 64, seed: int = 0) -> nn.Module:
     """A minimal training loop with the fit protocol loss_fn(model, x, y) -> (loss, logits)."""
     gen = torch.Generator().manual_seed(seed)

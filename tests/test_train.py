@@ -21,16 +21,6 @@ from deqlib.train import History, evaluate_accuracy, fit, recipe, train_classifi
 SMALL = dict(epochs=3, lr=3e-3, batch_size=128, scheduler="cosine", seed=7, progress=False, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small models gain little from more, and on a shared or busy CPU OpenMP threads
-    that wait for each other make training up to ten times slower (measured: 0.3 s against 2.5 s per mnist5k step)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return data.load("digits", "train").subset(512, seed=0), data.load("digits", "test")
