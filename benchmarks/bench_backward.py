@@ -36,8 +36,16 @@ UNREACHABLE_TOL = 1e-30
 
 
 def make_deq(cell, grad: str, k: int) -> DEQ:
-    return DEQ(cell, solver="fixed_point", grad=grad, max_iter=k, tol=UNREACHABLE_TOL, stop_mode="abs",
-               backward_max_iter=k, backward_tol=UNREACHABLE_TOL)
+    return DEQ(
+        cell,
+        solver="fixed_point",
+        grad=grad,
+        max_iter=k,
+        tol=UNREACHABLE_TOL,
+        stop_mode="abs",
+        backward_max_iter=k,
+        backward_tol=UNREACHABLE_TOL,
+    )
 
 
 def loss_of(z: torch.Tensor) -> torch.Tensor:
@@ -78,7 +86,9 @@ def peak_bytes(deq: DEQ, u: torch.Tensor) -> Tuple[int, int]:
     return int(peak), int(cur)
 
 
-def run(*, quick: bool = False, repeats: int = 5, setups: Tuple[Tuple[str, int], ...] = (("mlp28", 256), ("conv28", 64))) -> Dict[str, Any]:
+def run(
+    *, quick: bool = False, repeats: int = 5, setups: Tuple[Tuple[str, int], ...] = (("mlp28", 256), ("conv28", 64))
+) -> Dict[str, Any]:
     iters = ITERS
     if quick:
         repeats, setups = 2, (("mlp28", 32),)
@@ -93,7 +103,7 @@ def run(*, quick: bool = False, repeats: int = 5, setups: Tuple[Tuple[str, int],
                 step(deqs[g], u)  # warm-up
             times: Dict[str, List[float]] = {g: [] for g in GRADS}
             for rep in range(repeats):
-                order = GRADS[rep % 3:] + GRADS[: rep % 3]
+                order = GRADS[rep % 3 :] + GRADS[: rep % 3]
                 for g in order:
                     t, _ = timed(lambda: step(deqs[g], u))
                     times[g].append(t)
@@ -108,26 +118,57 @@ def run(*, quick: bool = False, repeats: int = 5, setups: Tuple[Tuple[str, int],
                     bt = deq.last_backward_info.trace
                     trace_bytes += bt.numel() * bt.element_size()
                 steps = int(deq.last_info.steps.max())
-                bsteps = int(deq.last_backward_info.steps.max()) if (g == "ift" and deq.last_backward_info is not None) else None
-                row = {"cell": cell_name, "batch": batch, "state_shape": list(p.state_shape), "grad": g, "forward_iters": k,
-                       "forward_steps_taken": steps, "adjoint_steps_taken": bsteps,
-                       "time_s": median(times[g]), "times_s": times[g], "saved_bytes": sb, "peak_bytes": pk, "end_bytes": end,
-                       "trace_bytes": trace_bytes, "peak_minus_traces_bytes": pk - trace_bytes}
+                bsteps = (
+                    int(deq.last_backward_info.steps.max())
+                    if (g == "ift" and deq.last_backward_info is not None)
+                    else None
+                )
+                row = {
+                    "cell": cell_name,
+                    "batch": batch,
+                    "state_shape": list(p.state_shape),
+                    "grad": g,
+                    "forward_iters": k,
+                    "forward_steps_taken": steps,
+                    "adjoint_steps_taken": bsteps,
+                    "time_s": median(times[g]),
+                    "times_s": times[g],
+                    "saved_bytes": sb,
+                    "peak_bytes": pk,
+                    "end_bytes": end,
+                    "trace_bytes": trace_bytes,
+                    "peak_minus_traces_bytes": pk - trace_bytes,
+                }
                 rows.append(row)
-                log(f"backward {cell_name} B={batch} K={k:3d} {g:7s} {row['time_s'] * 1e3:8.1f} ms  saved {sb / 2**20:7.2f} MiB  "
-                    f"peak {pk / 2**20:7.2f} MiB")
+                log(
+                    f"backward {cell_name} B={batch} K={k:3d} {g:7s} {row['time_s'] * 1e3:8.1f} ms  saved {sb / 2**20:7.2f} MiB  "
+                    f"peak {pk / 2**20:7.2f} MiB"
+                )
     summary = {}
     for cell_name, batch in setups:
         for g in GRADS:
-            sel = {r["forward_iters"]: r for r in rows if r["cell"] == cell_name and r["batch"] == batch and r["grad"] == g}
+            sel = {
+                r["forward_iters"]: r for r in rows if r["cell"] == cell_name and r["batch"] == batch and r["grad"] == g
+            }
             lo, hi = sel[min(iters)], sel[max(iters)]
             summary[f"{cell_name}/{batch}/{g}"] = {
                 "peak_ratio_max_over_min_iters": hi["peak_bytes"] / max(lo["peak_bytes"], 1),
-                "peak_minus_traces_ratio_max_over_min_iters": hi["peak_minus_traces_bytes"] / max(lo["peak_minus_traces_bytes"], 1),
+                "peak_minus_traces_ratio_max_over_min_iters": hi["peak_minus_traces_bytes"]
+                / max(lo["peak_minus_traces_bytes"], 1),
                 "saved_ratio_max_over_min_iters": hi["saved_bytes"] / max(lo["saved_bytes"], 1),
                 "time_ratio_max_over_min_iters": hi["time_s"] / lo["time_s"],
             }
-    return {"settings": {"solver": "fixed_point", "iters": list(iters), "grads": list(GRADS), "repeats": repeats,
-                         "setups": [list(s) for s in setups], "phantom_steps": 5, "phantom_tau": 0.5,
-                         "memory": "saved_bytes: saved_tensors_hooks; peak_bytes: torch.profiler profile_memory running sum"},
-            "rows": rows, "summary": summary}
+    return {
+        "settings": {
+            "solver": "fixed_point",
+            "iters": list(iters),
+            "grads": list(GRADS),
+            "repeats": repeats,
+            "setups": [list(s) for s in setups],
+            "phantom_steps": 5,
+            "phantom_tau": 0.5,
+            "memory": "saved_bytes: saved_tensors_hooks; peak_bytes: torch.profiler profile_memory running sum",
+        },
+        "rows": rows,
+        "summary": summary,
+    }

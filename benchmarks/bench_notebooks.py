@@ -43,7 +43,9 @@ def run_one(path: Path, timeout: int) -> Dict[str, Any]:
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     t0 = time.perf_counter()
     error = None
     try:
@@ -55,8 +57,14 @@ def run_one(path: Path, timeout: int) -> Dict[str, Any]:
     slowest = sorted(cells, key=lambda c: -c["seconds"])[:3]
     n_code = sum(1 for c in nb.cells if c.cell_type == "code")
     log(f"notebooks {path.name}: {seconds:.1f} s{' (ERROR ' + error + ')' if error else ''}")
-    return {"notebook": str(path.relative_to(ROOT)), "seconds": seconds, "ok": error is None, "error": error,
-            "code_cells": n_code, "slowest_cells": slowest}
+    return {
+        "notebook": str(path.relative_to(ROOT)),
+        "seconds": seconds,
+        "ok": error is None,
+        "error": error,
+        "code_cells": n_code,
+        "slowest_cells": slowest,
+    }
 
 
 def kernel_threads() -> Optional[int]:
@@ -65,8 +73,12 @@ def kernel_threads() -> Optional[int]:
     import sys
 
     try:
-        out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return int(out.stdout.strip())
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
@@ -85,6 +97,13 @@ def run(*, quick: bool = False, timeout: int = 3600, pattern: str = "*.ipynb") -
             os.environ.pop("DEQLIB_MODE", None)
         else:
             os.environ["DEQLIB_MODE"] = old
-    return {"settings": {"mode": "fast", "executor": "nbclient", "kernel": "python3", "timeout_s": timeout,
-                         "threads": f"the kernels' default, {kernel_threads()} (the benchmark's --threads does not apply)"},
-            "notebooks": rows}
+    return {
+        "settings": {
+            "mode": "fast",
+            "executor": "nbclient",
+            "kernel": "python3",
+            "timeout_s": timeout,
+            "threads": f"the kernels' default, {kernel_threads()} (the benchmark's --threads does not apply)",
+        },
+        "notebooks": rows,
+    }

@@ -147,15 +147,20 @@ def guard(p: Problem, solver: str, z_ref: Tensor) -> Dict[str, Any]:
         "warmup_s": max(t_d, t_t),
     }
     out["passed"] = bool(
-        out["deqlib_all_converged"] and td_reached and out["err_deqlib_vs_reference_max"] < bound
-        and out["err_torchdeq_vs_reference_max"] < bound and out["diff_deqlib_vs_torchdeq_max"] < 2 * bound
+        out["deqlib_all_converged"]
+        and td_reached
+        and out["err_deqlib_vs_reference_max"] < bound
+        and out["err_torchdeq_vs_reference_max"] < bound
+        and out["diff_deqlib_vs_torchdeq_max"] < 2 * bound
     )
     if not out["passed"]:
         raise AssertionError(f"correctness guard failed for {p.name} batch {p.batch} {solver}: {out}")
     return out
 
 
-def run(*, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = BATCHES, cells: Tuple[str, ...] = CELLS) -> Dict[str, Any]:
+def run(
+    *, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = BATCHES, cells: Tuple[str, ...] = CELLS
+) -> Dict[str, Any]:
     """Time deqlib against torchdeq, interleaved, and return the JSON-ready results."""
     if quick:
         batches, repeats = (1, 16), 3
@@ -227,7 +232,10 @@ def run(*, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = BAT
             "repeats": f"at least {repeats} (odd), up to {MAX_REPEATS} for cheap cases (about {TARGET_S:g} s per library)",
             "batches": list(batches),
             "cells": list(cells),
-            "solvers": {k: {"deqlib": v["deqlib"], "torchdeq": {"name": v["torchdeq_name"], **v["torchdeq"]}} for k, v in SETTINGS.items()},
+            "solvers": {
+                k: {"deqlib": v["deqlib"], "torchdeq": {"name": v["torchdeq_name"], **v["torchdeq"]}}
+                for k, v in SETTINGS.items()
+            },
             "guard_factor": GUARD_FACTOR,
             "timing": "median of the repeats; deqlib and torchdeq alternate within each repeat (order flipped every repeat)",
             "t_f": "seconds per f evaluation at the fixed point, median over the repeats (measured between the solves)",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -87,9 +86,21 @@ def bmm_forms(repeats: int) -> List[Dict[str, Any]]:
         A = torch.randn(n_batch, n, d)
         x = torch.randn(n_batch, d)
         col = [time_per_call(lambda: torch.bmm(A, x.unsqueeze(2)), min_seconds=0.02) for _ in range(repeats)]
-        row = [time_per_call(lambda: torch.bmm(x.unsqueeze(1), A.transpose(1, 2)), min_seconds=0.02) for _ in range(repeats)]
-        rows.append({"shape": [n_batch, n, d], "column_form_s": median(col), "row_form_s": median(row), "speedup": median(col) / median(row)})
-        log(f"speedups bmm (N={n_batch}, n={n}, d={d}): column {median(col) * 1e6:.0f} us, row {median(row) * 1e6:.0f} us")
+        row = [
+            time_per_call(lambda: torch.bmm(x.unsqueeze(1), A.transpose(1, 2)), min_seconds=0.02)
+            for _ in range(repeats)
+        ]
+        rows.append(
+            {
+                "shape": [n_batch, n, d],
+                "column_form_s": median(col),
+                "row_form_s": median(row),
+                "speedup": median(col) / median(row),
+            }
+        )
+        log(
+            f"speedups bmm (N={n_batch}, n={n}, d={d}): column {median(col) * 1e6:.0f} us, row {median(row) * 1e6:.0f} us"
+        )
     return rows
 
 
@@ -102,11 +113,23 @@ def weight_layouts(repeats: int) -> List[Dict[str, Any]]:
         sol, _ = torch.linalg.solve_ex(A, torch.rand(n_batch, n + 1))
         alpha = sol[:, 1:]
         col = [time_per_call(lambda: torch.bmm(alpha.unsqueeze(1), F), min_seconds=0.02) for _ in range(repeats)]
-        con = [time_per_call(lambda: torch.bmm(alpha.contiguous().unsqueeze(1), F), min_seconds=0.02) for _ in range(repeats)]
-        rows.append({"shape": [n_batch, n, d], "alpha_strides": list(alpha.stride()), "column_major_s": median(col),
-                     "contiguous_s": median(con), "speedup": median(col) / median(con)})
-        log(f"speedups mixing (N={n_batch}, n={n}, d={d}): column-major weights {median(col) * 1e6:.0f} us, "
-            f"contiguous {median(con) * 1e6:.0f} us")
+        con = [
+            time_per_call(lambda: torch.bmm(alpha.contiguous().unsqueeze(1), F), min_seconds=0.02)
+            for _ in range(repeats)
+        ]
+        rows.append(
+            {
+                "shape": [n_batch, n, d],
+                "alpha_strides": list(alpha.stride()),
+                "column_major_s": median(col),
+                "contiguous_s": median(con),
+                "speedup": median(col) / median(con),
+            }
+        )
+        log(
+            f"speedups mixing (N={n_batch}, n={n}, d={d}): column-major weights {median(col) * 1e6:.0f} us, "
+            f"contiguous {median(con) * 1e6:.0f} us"
+        )
     return rows
 
 
@@ -125,10 +148,21 @@ def compile_check(cells: Tuple[str, ...], batch: int, repeats: int) -> List[Dict
                     eager.append(time_per_call(lambda: module(p.z0, p.u), min_seconds=0.05))
                     comp.append(time_per_call(lambda: compiled(p.z0, p.u), min_seconds=0.05))
                 err = float((compiled(p.z0, p.u) - module(p.z0, p.u)).abs().max())
-            rows.append({"cell": cell, "batch": batch, "compile_s": t_compile, "eager_f_s": median(eager),
-                         "compiled_f_s": median(comp), "speedup": median(eager) / median(comp), "max_abs_diff": err})
-            log(f"speedups compile {cell} B={batch}: compile {t_compile:.1f} s, eager {median(eager) * 1e3:.3f} ms, "
-                f"compiled {median(comp) * 1e3:.3f} ms")
+            rows.append(
+                {
+                    "cell": cell,
+                    "batch": batch,
+                    "compile_s": t_compile,
+                    "eager_f_s": median(eager),
+                    "compiled_f_s": median(comp),
+                    "speedup": median(eager) / median(comp),
+                    "max_abs_diff": err,
+                }
+            )
+            log(
+                f"speedups compile {cell} B={batch}: compile {t_compile:.1f} s, eager {median(eager) * 1e3:.3f} ms, "
+                f"compiled {median(comp) * 1e3:.3f} ms"
+            )
         except Exception as e:  # noqa: BLE001 - record why compile is unavailable here
             rows.append({"cell": cell, "batch": batch, "error": f"{type(e).__name__}: {str(e)[:300]}"})
             log(f"speedups compile {cell}: failed ({type(e).__name__})")
@@ -137,8 +171,14 @@ def compile_check(cells: Tuple[str, ...], batch: int, repeats: int) -> List[Dict
     return rows
 
 
-def run(*, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = (1, 64, 256), cells: Tuple[str, ...] = CELLS,
-        compile_cells: bool = True) -> Dict[str, Any]:
+def run(
+    *,
+    quick: bool = False,
+    repeats: int = 5,
+    batches: Tuple[int, ...] = (1, 64, 256),
+    cells: Tuple[str, ...] = CELLS,
+    compile_cells: bool = True,
+) -> Dict[str, Any]:
     if quick:
         batches, repeats = (1, 16), 3
     mods = versions()
@@ -152,29 +192,46 @@ def run(*, quick: bool = False, repeats: int = 5, batches: Tuple[int, ...] = (1,
                 times: Dict[str, List[float]] = {k: [] for k in mods}
                 names = list(mods)
                 with torch.no_grad():
-                    t_one, _ = timed(lambda: getattr(baseline, solver)(p.f, p.z0, max_iter=MAX_ITER, tol=TOL, **OPTIONS[solver]))
+                    t_one, _ = timed(
+                        lambda: getattr(baseline, solver)(p.f, p.z0, max_iter=MAX_ITER, tol=TOL, **OPTIONS[solver])
+                    )
                 n_rep = max(repeats, min(MAX_REPEATS, int(TARGET_S / max(t_one, 1e-4))))
                 n_rep += 1 - n_rep % 2
                 for rep in range(n_rep):
-                    order = names[rep % len(names):] + names[: rep % len(names)]  # rotate who goes first
+                    order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate who goes first
                     for k in order:
                         fn = getattr(mods[k], solver)
                         with torch.no_grad():
                             t, (_, info) = timed(lambda: fn(p.f, p.z0, max_iter=MAX_ITER, tol=TOL, **OPTIONS[solver]))
                         times[k].append(t)
                 med = {k: median(v) for k, v in times.items()}
-                case = {"cell": cell, "batch": batch, "solver": solver, "nfev": info.nfev, "repeats": n_rep,
-                        "median_s": med, "times_s": times,
-                        "speedup_tracker": med["baseline"] / med["tracker"],
-                        "speedup_total": med["baseline"] / med["current"]}
+                case = {
+                    "cell": cell,
+                    "batch": batch,
+                    "solver": solver,
+                    "nfev": info.nfev,
+                    "repeats": n_rep,
+                    "median_s": med,
+                    "times_s": times,
+                    "speedup_tracker": med["baseline"] / med["tracker"],
+                    "speedup_total": med["baseline"] / med["current"],
+                }
                 cases.append(case)
-                log(f"speedups {cell:6s} B={batch:<3d} {solver:11s} baseline {med['baseline'] * 1e3:8.1f} ms  tracker "
-                    f"{med['tracker'] * 1e3:8.1f} ms  current {med['current'] * 1e3:8.1f} ms  x{case['speedup_total']:.2f}")
+                log(
+                    f"speedups {cell:6s} B={batch:<3d} {solver:11s} baseline {med['baseline'] * 1e3:8.1f} ms  tracker "
+                    f"{med['tracker'] * 1e3:8.1f} ms  current {med['current'] * 1e3:8.1f} ms  x{case['speedup_total']:.2f}"
+                )
     out: Dict[str, Any] = {
-        "settings": {"tol": TOL, "stop_mode": "rel", "max_iter": MAX_ITER, "options": OPTIONS,
-                     "repeats": f"at least {repeats} (odd), up to {MAX_REPEATS} for cheap cases (about {TARGET_S:g} s per version)",
-                     "batches": list(batches), "cells": list(cells),
-                     "timing": "median of the repeats; the three versions alternate within each repeat (rotating order)"},
+        "settings": {
+            "tol": TOL,
+            "stop_mode": "rel",
+            "max_iter": MAX_ITER,
+            "options": OPTIONS,
+            "repeats": f"at least {repeats} (odd), up to {MAX_REPEATS} for cheap cases (about {TARGET_S:g} s per version)",
+            "batches": list(batches),
+            "cells": list(cells),
+            "timing": "median of the repeats; the three versions alternate within each repeat (rotating order)",
+        },
         "cases": cases,
         "equivalence": equivalence,
         "bmm_forms": bmm_forms(3 if quick else repeats),

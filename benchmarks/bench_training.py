@@ -22,7 +22,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import Subset
 
-from deqlib import cells, data, deq as deq_module
+from deqlib import cells, data
+from deqlib import deq as deq_module
 
 from .common import log
 
@@ -138,7 +139,9 @@ def one_run(kind: str, n_samples: int, profile_batches: int) -> Dict[str, Any]:
         "train_forward_solves_s": t.get("forward_solve", 0.0),
         "train_adjoint_solves_s": t.get("adjoint_solve", 0.0),
     }
-    breakdown["rest_s"] = total - breakdown["attack_s"] - breakdown["train_forward_solves_s"] - breakdown["train_adjoint_solves_s"]
+    breakdown["rest_s"] = (
+        total - breakdown["attack_s"] - breakdown["train_forward_solves_s"] - breakdown["train_adjoint_solves_s"]
+    )
     out = {
         "kind": kind,
         "samples": n,
@@ -159,10 +162,14 @@ def one_run(kind: str, n_samples: int, profile_batches: int) -> Dict[str, Any]:
     prof_subset = Subset(train, range(min(profile_batches * bs, len(train))))
     _, _, model2 = build()
     prof_opts = dict(fit_opts, scheduler=None)
-    out["top_ops"] = top_ops(lambda: fit(model2, prof_subset, loss_fn=loss_fn, progress=False, device="cpu", **prof_opts))
+    out["top_ops"] = top_ops(
+        lambda: fit(model2, prof_subset, loss_fn=loss_fn, progress=False, device="cpu", **prof_opts)
+    )
     out["top_ops_batches"] = profile_batches
-    log(f"training {kind}: {n} samples in {total:.1f} s = {out['samples_per_s']:.1f} samples/s; breakdown "
-        + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items()))
+    log(
+        f"training {kind}: {n} samples in {total:.1f} s = {out['samples_per_s']:.1f} samples/s; breakdown "
+        + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items())
+    )
     return out
 
 
@@ -170,7 +177,12 @@ def run(*, quick: bool = False) -> Dict[str, Any]:
     fast_n = 256 if quick else 4000
     pgd_n = 64 if quick else PGD_SAMPLES
     return {
-        "settings": {"recipe": "deqlib.train.recipe('mnist5k', mode='fast')", "pgd": PGD, "device": "cpu",
-                     "fast_samples": fast_n, "pgd_samples": pgd_n},
+        "settings": {
+            "recipe": "deqlib.train.recipe('mnist5k', mode='fast')",
+            "pgd": PGD,
+            "device": "cpu",
+            "fast_samples": fast_n,
+            "pgd_samples": pgd_n,
+        },
         "runs": [one_run("fast", fast_n, 2 if quick else 4), one_run("pgd_at", pgd_n, 1 if quick else 2)],
     }

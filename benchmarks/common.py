@@ -38,9 +38,15 @@ def load_average() -> Optional[List[float]]:
 
 def git_revision() -> Optional[str]:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "deqlib", "benchmarks"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--", "deqlib", "benchmarks"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if rev.returncode != 0:
             return None

@@ -73,7 +73,13 @@ def build_model(cell: str, *, seed: int = 0, **deq_options) -> torch.nn.Module:
         )
     if cell == "conv32":
         return deqlib.conv_classifier(
-            (3, 32, 32), 10, mean=(0.5,) * 3, std=(0.25,) * 3, channels=32, weight_scale=CONV_WEIGHT_SCALE, **deq_options
+            (3, 32, 32),
+            10,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            channels=32,
+            weight_scale=CONV_WEIGHT_SCALE,
+            **deq_options,
         )
     raise ValueError(f"unknown benchmark cell {cell!r}; expected one of {CELLS}")
 

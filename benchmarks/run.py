@@ -57,21 +57,43 @@ def wait_for_load(threshold: float, max_wait: float) -> Dict[str, Any]:
     while la is not None and la[0] >= threshold and time.time() - t0 < max_wait:
         time.sleep(15)
         la = load_average()
-    return {"threshold": threshold, "waited_s": round(time.time() - t0, 1), "load_average": la,
-            "below_threshold": la is not None and la[0] < threshold}
+    return {
+        "threshold": threshold,
+        "waited_s": round(time.time() - t0, 1),
+        "load_average": la,
+        "below_threshold": la is not None and la[0] < threshold,
+    }
 
 
 def main(argv: List[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: small batches, few repeats, into benchmarks/results_quick/")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: small batches, few repeats, into benchmarks/results_quick/"
+    )
     parser.add_argument("--parts", default=None, help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
     parser.add_argument("--notebooks", action="store_true", help="run only the notebooks part")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for the benchmark process (default 1)")
-    parser.add_argument("--repeats", type=int, default=5, help="repeats per measurement (median), >= 5 for recorded runs")
-    parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results, or benchmarks/results_quick with --quick)")
-    parser.add_argument("--wait-load", type=float, default=None, metavar="LOAD",
-                        help="before each part, wait until the 1-minute load average is below LOAD (recorded either way)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads for the benchmark process (default 1)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="repeats per measurement (median), >= 5 for recorded runs"
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default: benchmarks/results, or benchmarks/results_quick with --quick)",
+    )
+    parser.add_argument(
+        "--wait-load",
+        type=float,
+        default=None,
+        metavar="LOAD",
+        help="before each part, wait until the 1-minute load average is below LOAD (recorded either way)",
+    )
     parser.add_argument("--wait-max", type=float, default=900.0, help="longest wait per part for --wait-load, seconds")
     parser.add_argument("--summary-only", action="store_true", help="only re-render summary.md from the JSON files")
     args = parser.parse_args(argv)

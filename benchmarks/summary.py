@@ -52,7 +52,7 @@ def solvers_section(res: Dict[str, Any]) -> List[str]:
         f"Run: {_meta_line(res['meta'])}.",
         "",
         f"Same cell, same zero initial state, same f (the injection precomputed), `torch.no_grad()`, "
-        f"`stop_mode=\"rel\"`, tol = {s['tol']:g}, max_iter = {s['max_iter']}; median of {s['repeats']} repeats, "
+        f'`stop_mode="rel"`, tol = {s["tol"]:g}, max_iter = {s["max_iter"]}; median of {s["repeats"]} repeats, '
         "deqlib and torchdeq alternating within each repeat. *ratio* = deqlib time / torchdeq time (below 1: deqlib "
         "faster); *ratio per f* divides each time by its number of f evaluations (the per-step cost alone); "
         "*overhead* = solver time / (nfev x time of one f evaluation), 1.0 being the floor. "
@@ -64,37 +64,91 @@ def solvers_section(res: Dict[str, Any]) -> List[str]:
     rows = []
     for c in res["cases"]:
         g = c["guard"]
-        rows.append([
-            c["cell"], str(c["batch"]), c["solver"],
-            f"{_ms(c['deqlib_median_s'])} ({c['deqlib_nfev']})", f"{_ms(c['torchdeq_median_s'])} ({c['torchdeq_nfev']})",
-            f"**{c['ratio']:.2f}**", f"{c['ratio_per_evaluation']:.2f}",
-            f"{c['overhead_deqlib']:.2f}", f"{c['overhead_torchdeq']:.2f}",
-            f"{g['err_deqlib_vs_reference_max']:.1e} / {g['err_torchdeq_vs_reference_max']:.1e}",
-        ])
-    lines += _table(["cell", "batch", "solver", "deqlib ms (nfev)", "torchdeq ms (nfev)", "ratio", "ratio per f",
-                     "overhead deqlib", "overhead torchdeq", "error vs reference deqlib / torchdeq"], rows)
+        rows.append(
+            [
+                c["cell"],
+                str(c["batch"]),
+                c["solver"],
+                f"{_ms(c['deqlib_median_s'])} ({c['deqlib_nfev']})",
+                f"{_ms(c['torchdeq_median_s'])} ({c['torchdeq_nfev']})",
+                f"**{c['ratio']:.2f}**",
+                f"{c['ratio_per_evaluation']:.2f}",
+                f"{c['overhead_deqlib']:.2f}",
+                f"{c['overhead_torchdeq']:.2f}",
+                f"{g['err_deqlib_vs_reference_max']:.1e} / {g['err_torchdeq_vs_reference_max']:.1e}",
+            ]
+        )
+    lines += _table(
+        [
+            "cell",
+            "batch",
+            "solver",
+            "deqlib ms (nfev)",
+            "torchdeq ms (nfev)",
+            "ratio",
+            "ratio per f",
+            "overhead deqlib",
+            "overhead torchdeq",
+            "error vs reference deqlib / torchdeq",
+        ],
+        rows,
+    )
     bare = [c for c in res["cases"] if "overhead_bare_loop" in c]
     if bare:
-        lines += ["", "The floor of monitoring: a bare loop `fz = f(z); r = ||fz - z|| / ||fz||; stop when max(r) < tol` "
-                      "(no per-sample state, no best iterate) has this overhead over nfev x t_f, next to deqlib's fixed_point:", ""]
-        lines += _table(["cell", "batch", "bare loop overhead", "deqlib fixed_point overhead", "torchdeq fixed_point_iter overhead"],
-                        [[c["cell"], str(c["batch"]), f"{c['overhead_bare_loop']:.2f}", f"{c['overhead_deqlib']:.2f}",
-                          f"{c['overhead_torchdeq']:.2f}"] for c in bare])
+        lines += [
+            "",
+            "The floor of monitoring: a bare loop `fz = f(z); r = ||fz - z|| / ||fz||; stop when max(r) < tol` "
+            "(no per-sample state, no best iterate) has this overhead over nfev x t_f, next to deqlib's fixed_point:",
+            "",
+        ]
+        lines += _table(
+            [
+                "cell",
+                "batch",
+                "bare loop overhead",
+                "deqlib fixed_point overhead",
+                "torchdeq fixed_point_iter overhead",
+            ],
+            [
+                [
+                    c["cell"],
+                    str(c["batch"]),
+                    f"{c['overhead_bare_loop']:.2f}",
+                    f"{c['overhead_deqlib']:.2f}",
+                    f"{c['overhead_torchdeq']:.2f}",
+                ]
+                for c in bare
+            ],
+        )
     lines += ["", "Goals:", ""]
     all_ratio = [c for c in res["cases"]]
     bad = [c for c in all_ratio if c["ratio"] > GOAL_RATIO]
-    lines.append(f"- ratio <= {GOAL_RATIO} everywhere: {_ok(not bad)}"
-                 + (" — above it: " + ", ".join(f"{c['cell']}/{c['batch']}/{c['solver']} {c['ratio']:.2f}" for c in bad) if bad else ""))
+    lines.append(
+        f"- ratio <= {GOAL_RATIO} everywhere: {_ok(not bad)}"
+        + (
+            " — above it: " + ", ".join(f"{c['cell']}/{c['batch']}/{c['solver']} {c['ratio']:.2f}" for c in bad)
+            if bad
+            else ""
+        )
+    )
     big = [c for c in res["cases"] if c["batch"] == 256 and c["solver"] in ("anderson", "broyden")]
     if big:
         bad = [c for c in big if c["ratio"] > GOAL_RATIO_256]
-        lines.append(f"- ratio <= {GOAL_RATIO_256} for Anderson and Broyden at batch 256: {_ok(not bad)}"
-                     + (" — above it: " + ", ".join(f"{c['cell']}/{c['solver']} {c['ratio']:.2f}" for c in bad) if bad else ""))
+        lines.append(
+            f"- ratio <= {GOAL_RATIO_256} for Anderson and Broyden at batch 256: {_ok(not bad)}"
+            + (" — above it: " + ", ".join(f"{c['cell']}/{c['solver']} {c['ratio']:.2f}" for c in bad) if bad else "")
+        )
     big = [c for c in res["cases"] if c["batch"] == 256]
     if big:
         bad = [c for c in big if c["overhead_deqlib"] > GOAL_OVERHEAD_256]
-        lines.append(f"- overhead <= {GOAL_OVERHEAD_256} at batch 256: {_ok(not bad)}"
-                     + (" — above it: " + ", ".join(f"{c['cell']}/{c['solver']} {c['overhead_deqlib']:.2f}" for c in bad) if bad else ""))
+        lines.append(
+            f"- overhead <= {GOAL_OVERHEAD_256} at batch 256: {_ok(not bad)}"
+            + (
+                " — above it: " + ", ".join(f"{c['cell']}/{c['solver']} {c['overhead_deqlib']:.2f}" for c in bad)
+                if bad
+                else ""
+            )
+        )
     passed = all(c["guard"]["passed"] for c in res["cases"])
     worst = max((c["guard"]["diff_deqlib_vs_torchdeq_max"] for c in res["cases"]), default=float("nan"))
     lines += [
@@ -122,39 +176,98 @@ def speedups_section(res: Dict[str, Any]) -> List[str]:
     rows = []
     for c in res["cases"]:
         m = c["median_s"]
-        rows.append([c["cell"], str(c["batch"]), c["solver"], str(c["nfev"]), _ms(m["baseline"]), _ms(m["tracker"]),
-                     _ms(m["current"]), f"{c['speedup_tracker']:.2f}", f"**{c['speedup_total']:.2f}**"])
-    lines += _table(["cell", "batch", "solver", "nfev", "baseline ms", "tracker ms", "current ms",
-                     "speed-up (change 1)", "speed-up (all)"], rows)
+        rows.append(
+            [
+                c["cell"],
+                str(c["batch"]),
+                c["solver"],
+                str(c["nfev"]),
+                _ms(m["baseline"]),
+                _ms(m["tracker"]),
+                _ms(m["current"]),
+                f"{c['speedup_tracker']:.2f}",
+                f"**{c['speedup_total']:.2f}**",
+            ]
+        )
+    lines += _table(
+        [
+            "cell",
+            "batch",
+            "solver",
+            "nfev",
+            "baseline ms",
+            "tracker ms",
+            "current ms",
+            "speed-up (change 1)",
+            "speed-up (all)",
+        ],
+        rows,
+    )
     eq = res.get("equivalence", {})
     if eq:
         same = all(v2["same_steps"] and v2["same_nfev"] for v in eq.values() for s_ in v.values() for v2 in s_.values())
         worst = max(v2["max_abs_diff"] for v in eq.values() for s_ in v.values() for v2 in s_.values())
-        lines += ["", f"Same results: steps per sample and nfev identical to the baseline in every case: {_ok(same)}; "
-                      f"largest absolute difference of the returned fixed points {worst:.1e} (float32 rounding).", ""]
+        lines += [
+            "",
+            f"Same results: steps per sample and nfev identical to the baseline in every case: {_ok(same)}; "
+            f"largest absolute difference of the returned fixed points {worst:.1e} (float32 rounding).",
+            "",
+        ]
     if res.get("bmm_forms"):
         lines += ["Batched matrix-vector products on this CPU (change 3), microseconds per call:", ""]
-        lines += _table(["N, n, d", "bmm(A, x[..., None]) us", "bmm(x[:, None], A^T) us", "speed-up"],
-                        [[", ".join(map(str, r["shape"])), f"{r['column_form_s'] * 1e6:.0f}", f"{r['row_form_s'] * 1e6:.0f}",
-                          f"{r['speedup']:.1f}"] for r in res["bmm_forms"]])
+        lines += _table(
+            ["N, n, d", "bmm(A, x[..., None]) us", "bmm(x[:, None], A^T) us", "speed-up"],
+            [
+                [
+                    ", ".join(map(str, r["shape"])),
+                    f"{r['column_form_s'] * 1e6:.0f}",
+                    f"{r['row_form_s'] * 1e6:.0f}",
+                    f"{r['speedup']:.1f}",
+                ]
+                for r in res["bmm_forms"]
+            ],
+        )
         lines.append("")
     if res.get("weight_layouts"):
-        lines += ["Anderson's mixing product `bmm(alpha[:, None], F)` with the weights as `torch.linalg.solve_ex` returns them "
-                  "(column-major) and made contiguous (change 3), microseconds per call:", ""]
-        lines += _table(["N, n, d", "column-major us", "contiguous (with the copy) us", "speed-up"],
-                        [[", ".join(map(str, r["shape"])), f"{r['column_major_s'] * 1e6:.0f}", f"{r['contiguous_s'] * 1e6:.0f}",
-                          f"{r['speedup']:.1f}"] for r in res["weight_layouts"]])
+        lines += [
+            "Anderson's mixing product `bmm(alpha[:, None], F)` with the weights as `torch.linalg.solve_ex` returns them "
+            "(column-major) and made contiguous (change 3), microseconds per call:",
+            "",
+        ]
+        lines += _table(
+            ["N, n, d", "column-major us", "contiguous (with the copy) us", "speed-up"],
+            [
+                [
+                    ", ".join(map(str, r["shape"])),
+                    f"{r['column_major_s'] * 1e6:.0f}",
+                    f"{r['contiguous_s'] * 1e6:.0f}",
+                    f"{r['speedup']:.1f}",
+                ]
+                for r in res["weight_layouts"]
+            ],
+        )
         lines.append("")
     if res.get("compile"):
-        lines += ["`torch.compile` of the cell f (default inductor backend; the compile time depends on inductor's on-disk "
-                  "cache, warm here):", ""]
+        lines += [
+            "`torch.compile` of the cell f (default inductor backend; the compile time depends on inductor's on-disk "
+            "cache, warm here):",
+            "",
+        ]
         rows = []
         for r in res["compile"]:
             if "error" in r:
                 rows.append([r["cell"], str(r["batch"]), "—", "—", "—", r["error"]])
             else:
-                rows.append([r["cell"], str(r["batch"]), f"{r['compile_s']:.1f}", _ms(r["eager_f_s"]), _ms(r["compiled_f_s"]),
-                             f"{r['speedup']:.2f}"])
+                rows.append(
+                    [
+                        r["cell"],
+                        str(r["batch"]),
+                        f"{r['compile_s']:.1f}",
+                        _ms(r["eager_f_s"]),
+                        _ms(r["compiled_f_s"]),
+                        f"{r['speedup']:.2f}",
+                    ]
+                )
         lines += _table(["cell", "batch", "compile s", "eager f ms", "compiled f ms", "speed-up"], rows)
         lines.append("")
     return lines
@@ -177,25 +290,49 @@ def backward_section(res: Dict[str, Any]) -> List[str]:
     ]
     rows = []
     for r in res["rows"]:
-        rows.append([f"{r['cell']} ({r['batch']})", r["grad"], str(r["forward_iters"]), _ms(r["time_s"]),
-                     _mib(r["saved_bytes"]), _mib(r["peak_bytes"]), _mib(r.get("trace_bytes", float("nan")))])
-    lines += _table(["cell (batch)", "gradient", "K", "fwd + bwd ms", "saved MiB", "peak MiB", "of which residual traces MiB"], rows)
+        rows.append(
+            [
+                f"{r['cell']} ({r['batch']})",
+                r["grad"],
+                str(r["forward_iters"]),
+                _ms(r["time_s"]),
+                _mib(r["saved_bytes"]),
+                _mib(r["peak_bytes"]),
+                _mib(r.get("trace_bytes", float("nan"))),
+            ]
+        )
+    lines += _table(
+        ["cell (batch)", "gradient", "K", "fwd + bwd ms", "saved MiB", "peak MiB", "of which residual traces MiB"], rows
+    )
     lines += ["", "Growth from the smallest to the largest K (ratio of the K = max value to the K = min value):", ""]
     rows = []
     ift_ok = True
     ift_ok_wo = True
     for key, v in res["summary"].items():
         wo = v.get("peak_minus_traces_ratio_max_over_min_iters")
-        rows.append([key, f"{v['peak_ratio_max_over_min_iters']:.2f}", f"{wo:.2f}" if wo is not None else "—",
-                     f"{v['saved_ratio_max_over_min_iters']:.2f}", f"{v['time_ratio_max_over_min_iters']:.2f}"])
+        rows.append(
+            [
+                key,
+                f"{v['peak_ratio_max_over_min_iters']:.2f}",
+                f"{wo:.2f}" if wo is not None else "—",
+                f"{v['saved_ratio_max_over_min_iters']:.2f}",
+                f"{v['time_ratio_max_over_min_iters']:.2f}",
+            ]
+        )
         if key.endswith("/ift") and v["peak_ratio_max_over_min_iters"] > GOAL_IFT_MEMORY:
             ift_ok = False
         if key.endswith("/ift") and wo is not None and wo > GOAL_IFT_MEMORY:
             ift_ok_wo = False
-    lines += _table(["cell/batch/gradient", "peak ratio", "peak ratio without traces", "saved ratio", "time ratio"], rows)
-    lines += ["", f"Goal — the IFT's peak memory stays flat (ratio <= {GOAL_IFT_MEMORY}) while unrolling grows: "
-                  f"{_ok(ift_ok)} (peak including the residual traces), {_ok(ift_ok_wo)} (without them; saved tensors: "
-                  "constant).", ""]
+    lines += _table(
+        ["cell/batch/gradient", "peak ratio", "peak ratio without traces", "saved ratio", "time ratio"], rows
+    )
+    lines += [
+        "",
+        f"Goal — the IFT's peak memory stays flat (ratio <= {GOAL_IFT_MEMORY}) while unrolling grows: "
+        f"{_ok(ift_ok)} (peak including the residual traces), {_ok(ift_ok_wo)} (without them; saved tensors: "
+        "constant).",
+        "",
+    ]
     return lines
 
 
@@ -219,17 +356,45 @@ def training_section(res: Dict[str, Any]) -> List[str]:
         def pct(x: float) -> str:
             return f"{x:.1f} s ({100 * x / tot:.0f}%)"
 
-        rows.append([r["kind"], str(r["samples"]), f"**{r['samples_per_s']:.1f}**", f"{r['epoch_s_extrapolated']:.0f}",
-                     pct(b["train_forward_solves_s"]), pct(b["train_adjoint_solves_s"]), pct(b["attack_s"]), pct(b["rest_s"]),
-                     f"{r['solver_steps_mean']:.1f}" if r.get("solver_steps_mean") is not None else "—"])
-    lines += _table(["run", "samples timed", "samples/s", "epoch s (4,000 digits)", "forward solves", "adjoint solves (backward)",
-                     "attack", "rest (cell graph, optimizer, data)", "mean solver steps"], rows)
+        rows.append(
+            [
+                r["kind"],
+                str(r["samples"]),
+                f"**{r['samples_per_s']:.1f}**",
+                f"{r['epoch_s_extrapolated']:.0f}",
+                pct(b["train_forward_solves_s"]),
+                pct(b["train_adjoint_solves_s"]),
+                pct(b["attack_s"]),
+                pct(b["rest_s"]),
+                f"{r['solver_steps_mean']:.1f}" if r.get("solver_steps_mean") is not None else "—",
+            ]
+        )
+    lines += _table(
+        [
+            "run",
+            "samples timed",
+            "samples/s",
+            "epoch s (4,000 digits)",
+            "forward solves",
+            "adjoint solves (backward)",
+            "attack",
+            "rest (cell graph, optimizer, data)",
+            "mean solver steps",
+        ],
+        rows,
+    )
     for r in res["runs"]:
         if r.get("top_ops"):
-            lines += ["", f"Top operators by self CPU time, {r['kind']} ({r['top_ops_batches']} batch(es), torch.profiler):", ""]
+            lines += [
+                "",
+                f"Top operators by self CPU time, {r['kind']} ({r['top_ops_batches']} batch(es), torch.profiler):",
+                "",
+            ]
             tot = sum(o["self_cpu_s"] for o in r["top_ops"])
-            lines += _table(["operator", "self CPU s", "calls"],
-                            [[f"`{o['op']}`", f"{o['self_cpu_s']:.2f}", str(o["calls"])] for o in r["top_ops"][:8]])
+            lines += _table(
+                ["operator", "self CPU s", "calls"],
+                [[f"`{o['op']}`", f"{o['self_cpu_s']:.2f}", str(o["calls"])] for o in r["top_ops"][:8]],
+            )
     lines.append("")
     return lines
 
@@ -245,14 +410,27 @@ def notebooks_section(res: Dict[str, Any]) -> List[str]:
     rows = []
     for r in res["notebooks"]:
         slow = "; ".join(f"cell {c['cell']} {c['seconds']:.1f} s" for c in r["slowest_cells"])
-        rows.append([f"`{r['notebook']}`", f"{r['seconds']:.1f}", "ok" if r["ok"] else f"**error**: {r['error']}", str(r["code_cells"]), slow])
+        rows.append(
+            [
+                f"`{r['notebook']}`",
+                f"{r['seconds']:.1f}",
+                "ok" if r["ok"] else f"**error**: {r['error']}",
+                str(r["code_cells"]),
+                slow,
+            ]
+        )
     lines += _table(["notebook", "seconds", "status", "code cells", "slowest cells"], rows)
     lines.append("")
     return lines
 
 
-SECTIONS = [("solvers", solvers_section), ("speedups", speedups_section), ("backward", backward_section),
-            ("training", training_section), ("notebooks", notebooks_section)]
+SECTIONS = [
+    ("solvers", solvers_section),
+    ("speedups", speedups_section),
+    ("backward", backward_section),
+    ("training", training_section),
+    ("notebooks", notebooks_section),
+]
 
 
 def render(folder: Path) -> str:
@@ -263,8 +441,10 @@ def render(folder: Path) -> str:
         "# Benchmarks of deqlib",
         "",
         "Generated by `python -m benchmarks.summary` from the JSON files beside this one"
-        + (" (**quick smoke run: not representative**)" if quick else "") + ". Made with: "
-        + ", ".join(f"`{c}`" for c in commands) + " (from the repository root; see `benchmarks/README.md`).",
+        + (" (**quick smoke run: not representative**)" if quick else "")
+        + ". Made with: "
+        + ", ".join(f"`{c}`" for c in commands)
+        + " (from the repository root; see `benchmarks/README.md`).",
         "",
         "Wall-clock numbers depend on the machine and on its load: each part records both. They are measurements, "
         "not tests; nothing in CI depends on them.",
@@ -290,7 +470,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
 
     from .common import RESULTS
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.summary", description="Re-render summary.md from the JSON results.")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.summary", description="Re-render summary.md from the JSON results."
+    )
     p.add_argument("folder", nargs="?", default=str(RESULTS))
     a = p.parse_args(argv)
     print(write_summary(Path(a.folder)))

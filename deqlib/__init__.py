@@ -41,6 +41,7 @@ from .cells import (
 from .config import choose, get_mode, is_fast, seed_everything, select_device, set_mode
 from .deq import DEQ
 from .diagnostics import jacobian_frobenius, spectral_radius
+from .losses import PGDAT, TRADES, RandomDepthClassifier, cross_entropy, entropy, mean_entropy
 from .lyadeq import (
     LyaDEQClassifier,
     LyapunovStableCell,
@@ -50,7 +51,6 @@ from .lyadeq import (
     orthogonal_head,
     orthogonal_linear,
 )
-from .losses import PGDAT, TRADES, RandomDepthClassifier, cross_entropy, entropy, mean_entropy
 from .lyapunov import ICNN, LyapunovFunction, ReHU, StableDynamics, lyapunov_decrease, stable_projection
 from .solvers import (
     SolverDivergenceWarning,

@@ -87,7 +87,9 @@ class ConvCell(nn.Module):
         weight_scale: std of the conv weights' normal initialisation (small starts contractive).
     """
 
-    def __init__(self, channels: int, *, hidden: Optional[int] = None, groups: int = 8, weight_scale: float = 0.01) -> None:
+    def __init__(
+        self, channels: int, *, hidden: Optional[int] = None, groups: int = 8, weight_scale: float = 0.01
+    ) -> None:
         super().__init__()
         hidden = hidden or 2 * channels
         self.channels = channels
@@ -102,7 +104,9 @@ class ConvCell(nn.Module):
 
     def state_shape(self, u: Tensor) -> Tuple[int, ...]:
         if u.dim() != 4 or u.shape[1] != self.channels:
-            raise ValueError(f"ConvCell: expected an injection of shape (N, {self.channels}, H, W), got {tuple(u.shape)}")
+            raise ValueError(
+                f"ConvCell: expected an injection of shape (N, {self.channels}, H, W), got {tuple(u.shape)}"
+            )
         return tuple(u.shape)
 
 
@@ -234,9 +238,17 @@ def conv_classifier(
     equilibrium is solved on a small feature map; the head pools to 2x2 and applies a linear layer.
     """
     c_in = int(image_shape[0])
-    layers: list[nn.Module] = [nn.Conv2d(c_in, channels, 3, padding=1), nn.GroupNorm(_groups(channels, groups), channels), nn.ReLU()]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, channels, 3, padding=1),
+        nn.GroupNorm(_groups(channels, groups), channels),
+        nn.ReLU(),
+    ]
     for _ in range(downsample):
-        layers += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GroupNorm(_groups(channels, groups), channels), nn.ReLU()]
+        layers += [
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+            nn.GroupNorm(_groups(channels, groups), channels),
+            nn.ReLU(),
+        ]
     layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(_groups(channels, groups), channels)]
     injection = nn.Sequential(*layers)
     cell = ConvCell(channels, groups=groups, weight_scale=weight_scale)

@@ -435,9 +435,7 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
             ) from e
     images, labels, classes = _tv_to_tensors(name, ds)
     mean, std = _TV_STATS[name]
-    return ImageDataset(
-        images, labels, name=name, split=split, num_classes=10, mean=mean, std=std, classes=classes
-    )
+    return ImageDataset(images, labels, name=name, split=split, num_classes=10, mean=mean, std=std, classes=classes)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -15,13 +15,21 @@ The forward value does not depend on whether autograd is on, nor on ``train()`` 
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
+from ._validate import check_callable, check_choice, check_fraction, check_int, check_tensor
 from .diagnostics import jacobian_frobenius, spectral_radius
-from .solvers import SolverInfo, check_solver_options, get_solver
+from .solvers import SolverInfo, check_solver_options, damped_steps, get_solver
+from .solvers.info import check_settings
+
+#: The tags a solve listener receives: a forward solve (``forward`` or ``solve``) and an adjoint solve (IFT backward).
+SOLVE_TAGS = ("forward", "backward")
+SolveListener = Callable[[str, SolverInfo], None]
 
 GRADS = ("ift", "phantom", "unroll")
 
@@ -48,6 +56,7 @@ class _ImplicitBackward(torch.autograd.Function):
         solver = get_solver(deq.backward_solver)
         g, info = solver(adjoint, grad, **deq.backward_options)
         deq._last_backward_info = info
+        deq._notify("backward", info)
         return g, None, None
 
 
@@ -65,11 +74,15 @@ class DEQ(nn.Module):
         backward_solver: solver for the adjoint fixed point (IFT); default: the forward solver.
         backward_max_iter, backward_tol: adjoint solver settings; default: the forward ones.
         backward_options: extra options of the backward solver.
-        phantom_steps, phantom_tau: k and tau of the phantom gradient.
+        phantom_steps, phantom_tau: k and tau of the phantom gradient (:func:`~deqlib.solvers.damped_steps`).
         jac_reg_samples: if > 0, each forward with autograd on stores a differentiable Hutchinson estimate of
             ||df/dz||_F^2 / dim in ``last_jacobian_loss`` (Jacobian regularisation).
         record: keep the trajectory of states of each call in ``last_trajectory``.
         **solver_options: options of the forward solver (e.g. ``m=5`` for Anderson); unknown ones raise TypeError.
+
+    Solver statistics: ``last_info`` / ``last_backward_info`` hold the reports of the LAST forward and adjoint
+    solves; to see every solve (an adversarial-training batch makes several), register a listener with
+    :meth:`add_solve_listener`.
 
     Example:
         >>> import torch
@@ -100,9 +113,7 @@ class DEQ(nn.Module):
         **solver_options: Any,
     ) -> None:
         super().__init__()
-        if not callable(cell):
-            raise TypeError(f"DEQ: cell must be callable as cell(z, x), got {type(cell).__name__}")
-        self.cell = cell
+        self.cell = check_callable(cell, "cell", "DEQ", "as cell(z, x)")
         get_solver(solver)  # unknown names raise ValueError here
         check_solver_options(solver, solver_options)
         self.solver = solver
@@ -121,19 +132,15 @@ class DEQ(nn.Module):
             **extra,
         }
         self.grad = grad
-        if isinstance(phantom_steps, bool) or not isinstance(phantom_steps, int) or phantom_steps < 1:
-            raise ValueError(f"DEQ: phantom_steps must be a positive int, got {phantom_steps!r}")
-        if not 0.0 < float(phantom_tau) <= 1.0:
-            raise ValueError(f"DEQ: phantom_tau must be in (0, 1], got {phantom_tau!r}")
-        self.phantom_steps, self.phantom_tau = phantom_steps, float(phantom_tau)
-        if isinstance(jac_reg_samples, bool) or not isinstance(jac_reg_samples, int) or jac_reg_samples < 0:
-            raise ValueError(f"DEQ: jac_reg_samples must be an int >= 0, got {jac_reg_samples!r}")
-        self.jac_reg_samples = jac_reg_samples
+        self.phantom_steps = check_int(phantom_steps, "phantom_steps", "DEQ", minimum=1)
+        self.phantom_tau = check_fraction(phantom_tau, "phantom_tau", "DEQ")
+        self.jac_reg_samples = check_int(jac_reg_samples, "jac_reg_samples", "DEQ", minimum=0)
         self.record = bool(record)
         # Check the shared options now rather than at the first call.
-        from .solvers.info import check_common
-
-        check_common("DEQ", torch.zeros(1), max_iter, tol, stop_mode)
+        check_settings("DEQ", max_iter, tol, stop_mode)
+        bo = self.backward_options
+        check_settings("DEQ (backward)", bo["max_iter"], bo["tol"], bo["stop_mode"])
+        self._solve_listeners: "OrderedDict[int, SolveListener]" = OrderedDict()
         self.last_info: Optional[SolverInfo] = None
         self.last_trajectory: Optional[Tensor] = None
         self.last_jacobian_loss: Optional[Tensor] = None
@@ -147,14 +154,36 @@ class DEQ(nn.Module):
 
     @grad.setter
     def grad(self, value: str) -> None:
-        if value not in GRADS:
-            raise ValueError(f"DEQ: unknown grad {value!r}; expected one of {GRADS}")
-        self._grad = value
+        self._grad = check_choice(value, "grad", "DEQ", GRADS)
 
     @property
     def last_backward_info(self) -> Optional[SolverInfo]:
         """The adjoint solver's report of the last IFT backward pass."""
         return self._last_backward_info
+
+    def add_solve_listener(self, listener: SolveListener) -> RemovableHandle:
+        """Call ``listener(tag, info)`` after every solve: tag "forward" (``forward`` and ``solve``) or "backward".
+
+        Returns a handle whose ``remove()`` unregisters it (as torch's hooks). Listeners are not saved in the
+        state dict.
+
+        Example:
+            >>> import torch
+            >>> from deqlib.cells import MLPCell
+            >>> deq, seen = DEQ(MLPCell(8)), []
+            >>> handle = deq.add_solve_listener(lambda tag, info: seen.append(tag))
+            >>> deq(torch.randn(2, 8, requires_grad=True)).sum().backward()
+            >>> handle.remove(); seen
+            ['forward', 'backward']
+        """
+        check_callable(listener, "listener", "DEQ.add_solve_listener", "as listener(tag, info)")
+        handle = RemovableHandle(self._solve_listeners)
+        self._solve_listeners[handle.id] = listener
+        return handle
+
+    def _notify(self, tag: str, info: SolverInfo) -> None:
+        for listener in list(self._solve_listeners.values()):
+            listener(tag, info)
 
     def extra_repr(self) -> str:
         name = self.solver if isinstance(self.solver, str) else getattr(self.solver, "__name__", "solver")
@@ -168,17 +197,11 @@ class DEQ(nn.Module):
         return torch.zeros(shape, dtype=x.dtype, device=x.device)
 
     def _check(self, x: Tensor, z0: Optional[Tensor]) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"DEQ: x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 1 or x.shape[0] == 0:
-            raise ValueError(f"DEQ: x must have a non-empty batch dimension first, got shape {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("DEQ: the input contains NaN or Inf")
+        check_tensor(x, "x", "DEQ", batch=True, finite=True)
         init = self.initial_state(x)
         if z0 is None:
             return init
-        if not isinstance(z0, Tensor):
-            raise TypeError(f"DEQ: z0 must be a torch.Tensor, got {type(z0).__name__}")
+        check_tensor(z0, "z0", "DEQ")
         if z0.shape != init.shape:
             raise ValueError(f"DEQ: z0 has shape {tuple(z0.shape)}, the state has shape {tuple(init.shape)}")
         if z0.dtype != x.dtype:
@@ -193,10 +216,7 @@ class DEQ(nn.Module):
         return get_solver(self.solver)(f, z0, record=record, **opts)
 
     def _phantom(self, z: Tensor, x: Tensor) -> Tensor:
-        for _ in range(self.phantom_steps):
-            fz = self.cell(z, x)
-            z = fz if self.phantom_tau == 1.0 else z + self.phantom_tau * (fz - z)
-        return z
+        return damped_steps(lambda s: self.cell(s, x), z, self.phantom_steps, self.phantom_tau)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, z0: Optional[Tensor] = None) -> Tensor:
@@ -236,6 +256,7 @@ class DEQ(nn.Module):
     def _store(self, info: SolverInfo) -> None:
         self.last_info = info
         self.last_trajectory = info.trajectory
+        self._notify("forward", info)
 
     def _jacobian_loss(self, z_in: Tensor, x: Tensor, f_out: Optional[Tensor] = None) -> None:
         if f_out is None:
@@ -257,7 +278,9 @@ class DEQ(nn.Module):
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise TypeError(f"DEQ.solve: unknown option(s) {unknown}")
-        return self._solve(lambda z: self.cell(z, x), z_init, record, **overrides)
+        z_star, info = self._solve(lambda z: self.cell(z, x), z_init, record, **overrides)
+        self._notify("forward", info)
+        return z_star, info
 
     def spectral_radius(self, x: Tensor, z: Optional[Tensor] = None, *, n_iter: int = 50) -> Tensor:
         """Spectral radius of df/dz at the fixed point for input x (solved first unless ``z`` is given), per sample."""

@@ -116,7 +116,9 @@ def state_predictions(
     }
     if y is not None:
         if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
-            raise ValueError(f"state_predictions: y must have shape ({x.shape[0]},), got {tuple(getattr(y, 'shape', ()))}")
+            raise ValueError(
+                f"state_predictions: y must have shape ({x.shape[0]},), got {tuple(getattr(y, 'shape', ()))}"
+            )
         out["correct"] = out["predictions"] == y.to(out["predictions"].device)
         out["accuracy"] = out["correct"].float().mean(dim=1)
     return out
@@ -144,7 +146,9 @@ class _StateReadout(nn.Module):
             raise ValueError(f"{self.name}: grad must be one of {GRADS}, got {grad!r}")
         self.model, self.grad = model, grad
         self.phantom_steps = (
-            model.deq.phantom_steps if phantom_steps is None else _check_int(self.name, "phantom_steps", phantom_steps, 1)
+            model.deq.phantom_steps
+            if phantom_steps is None
+            else _check_int(self.name, "phantom_steps", phantom_steps, 1)
         )
         tau = model.deq.phantom_tau if tau is None else tau
         if not _is_real(tau) or not 0.0 < float(tau) <= 1.0:
@@ -153,7 +157,9 @@ class _StateReadout(nn.Module):
 
     def _check_index(self, i: object) -> int:
         if isinstance(i, bool) or not isinstance(i, int) or i < 1:
-            raise ValueError(f"{self.name}: state indices must be ints >= 1 (z_0 = 0 does not depend on the input), got {i!r}")
+            raise ValueError(
+                f"{self.name}: state indices must be ints >= 1 (z_0 = 0 does not depend on the input), got {i!r}"
+            )
         return i
 
     def _states(self, x: Tensor, indices: Sequence[int]) -> List[Tensor]:
@@ -490,7 +496,9 @@ class AdaptiveEntropyAttack(Attack):
         random_start: bool = True,
     ) -> None:
         if not isinstance(defense, EntropyReductionDefense):
-            raise TypeError(f"AdaptiveEntropyAttack: defense must be an EntropyReductionDefense, got {type(defense).__name__}")
+            raise TypeError(
+                f"AdaptiveEntropyAttack: defense must be an EntropyReductionDefense, got {type(defense).__name__}"
+            )
         check_attack_params("AdaptiveEntropyAttack", eps, alpha, steps, "Linf")
         _check_int("AdaptiveEntropyAttack", "eot", eot, 1)
         super().__init__("AdaptiveEntropyAttack", defense)

@@ -146,7 +146,9 @@ def _check_xy(x: Any, y: Any, where: str) -> Tuple[Tensor, Tensor]:
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError(f"{where}: x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
     if x.dim() < 2 or x.shape[0] == 0 or y.shape != (x.shape[0],):
-        raise ValueError(f"{where}: expected x (N, ...) with N > 0 and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"{where}: expected x (N, ...) with N > 0 and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     return x.detach(), y.detach().long()
 
 
@@ -221,7 +223,10 @@ def evaluate_robustness(
     seed = check_seed(seed, where)
     batch_size = check_int(batch_size, "batch_size", where)
     if isinstance(attacks, str) or (
-        isinstance(attacks, tuple) and len(attacks) in (2, 3) and isinstance(attacks[0], str) and isinstance(attacks[1], dict)
+        isinstance(attacks, tuple)
+        and len(attacks) in (2, 3)
+        and isinstance(attacks[0], str)
+        and isinstance(attacks[1], dict)
     ):
         attacks = [attacks]  # a single spec
     if not attacks:
@@ -272,7 +277,13 @@ def evaluate_robustness(
             w["mask"] &= r["mask"]
             w["attacks"].append(label)
     worst_case = [
-        {"norm": k[0], "eps": k[1], "accuracy": int(v["mask"].sum()) / n, "n_correct": int(v["mask"].sum()), "attacks": v["attacks"]}
+        {
+            "norm": k[0],
+            "eps": k[1],
+            "accuracy": int(v["mask"].sum()) / n,
+            "n_correct": int(v["mask"].sum()),
+            "attacks": v["attacks"],
+        }
         for k, v in sorted(worst.items())
     ]
     import torchattacks
@@ -612,7 +623,14 @@ def check_determinism_gradients(
     }
 
 
-MASKING_CHECKS = ("monotone_in_eps", "large_eps", "steps_and_restarts", "black_box", "gradient_choices", "determinism_and_gradients")
+MASKING_CHECKS = (
+    "monotone_in_eps",
+    "large_eps",
+    "steps_and_restarts",
+    "black_box",
+    "gradient_choices",
+    "determinism_and_gradients",
+)
 
 
 def masking_checks(
@@ -659,13 +677,24 @@ def masking_checks(
     many = max(2 * few, s(50))
     common = {"seed": seed, "batch_size": batch_size}
     runners = {
-        "monotone_in_eps": lambda: check_monotone_eps(model, x, y, sweep, norm=norm, steps=s(20), tol_samples=tol_samples, **common),
+        "monotone_in_eps": lambda: check_monotone_eps(
+            model, x, y, sweep, norm=norm, steps=s(20), tol_samples=tol_samples, **common
+        ),
         "large_eps": lambda: check_large_eps(model, x, y, norm=norm, steps=s(50), tol_samples=tol_samples, **common),
         "steps_and_restarts": lambda: check_steps_restarts(
             model, x, y, eps, norm=norm, steps=(few, many), restarts=max(2, s(5)), tol_samples=tol_samples, **common
         ),
         "black_box": lambda: check_black_box(
-            model, x, y, eps, norm=norm, n_queries=s(5000), apgd_steps=s(100), pgd_steps=s(20), tol_samples=tol_samples, **common
+            model,
+            x,
+            y,
+            eps,
+            norm=norm,
+            n_queries=s(5000),
+            apgd_steps=s(100),
+            pgd_steps=s(20),
+            tol_samples=tol_samples,
+            **common,
         ),
         "gradient_choices": lambda: check_gradient_choices(
             model, x, y, eps, norm=norm, steps=s(20), max_gap=max_gap, tol_samples=tol_samples, **common

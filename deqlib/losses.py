@@ -81,12 +81,16 @@ def _logits_of(model: nn.Module, x: Tensor) -> Tensor:
 
 def _check_batch(name: str, x: Tensor, y: Optional[Tensor] = None) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name}: x must be a float tensor of [0, 1] images, got {getattr(x, 'dtype', type(x).__name__)}")
+        raise TypeError(
+            f"{name}: x must be a float tensor of [0, 1] images, got {getattr(x, 'dtype', type(x).__name__)}"
+        )
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"{name}: x must be a non-empty batch (N, ...), got shape {tuple(x.shape)}")
     lo, hi = float(x.min()), float(x.max())
     if lo < -_PIXEL_TOL or hi > 1 + _PIXEL_TOL:
-        raise ValueError(f"{name}: pixels must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}]")
+        raise ValueError(
+            f"{name}: pixels must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}]"
+        )
     if y is not None:
         if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (x.shape[0],):
             raise ValueError(
@@ -111,7 +115,9 @@ def entropy(logits: Tensor) -> Tensor:
     Computed from ``log_softmax`` so that saturated predictions give 0, never NaN. Uniform logits give log C.
     """
     if not isinstance(logits, Tensor) or logits.dim() < 1 or not logits.is_floating_point():
-        raise TypeError(f"entropy: expected float logits (..., C), got {getattr(logits, 'shape', type(logits).__name__)}")
+        raise TypeError(
+            f"entropy: expected float logits (..., C), got {getattr(logits, 'shape', type(logits).__name__)}"
+        )
     logp = F.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(dim=-1)
 
@@ -198,7 +204,9 @@ def _mode(model: nn.Module, attack_mode: Optional[str]) -> Iterator[None]:
 
 def _check_mode(name: str, attack_mode: Optional[str]) -> Optional[str]:
     if attack_mode not in (None, "train", "eval"):
-        raise ValueError(f"{name}: attack_mode must be None (keep the model's mode), 'train' or 'eval', got {attack_mode!r}")
+        raise ValueError(
+            f"{name}: attack_mode must be None (keep the model's mode), 'train' or 'eval', got {attack_mode!r}"
+        )
     return attack_mode
 
 

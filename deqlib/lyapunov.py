@@ -322,9 +322,7 @@ class LyapunovFunction(nn.Module):
         diff = flat - c.reshape(n, -1)
         return self.rehu(gz - gc) + self.eps * (diff * diff).sum(dim=1)
 
-    def gradient(
-        self, z: Tensor, center: Optional[Tensor] = None, create_graph: bool = False
-    ) -> tuple[Tensor, Tensor]:
+    def gradient(self, z: Tensor, center: Optional[Tensor] = None, create_graph: bool = False) -> tuple[Tensor, Tensor]:
         """``(V(z), ∇_z V(z))`` per sample: shapes ``(N,)`` and ``z.shape``.
 
         Works under ``torch.no_grad()`` and ``torch.inference_mode()`` (the gradient is taken under a local
@@ -504,9 +502,7 @@ def lyapunov_decrease(
             raise ValueError(f"{name} must be a finite number >= 0, got {tol!r}")
     if isinstance(trajectory, Tensor):
         if trajectory.dim() < 3:
-            raise ValueError(
-                f"a stacked trajectory must have shape (K+1, N, *state), got {tuple(trajectory.shape)}"
-            )
+            raise ValueError(f"a stacked trajectory must have shape (K+1, N, *state), got {tuple(trajectory.shape)}")
         states = list(trajectory.unbind(0))
     else:
         states = list(trajectory)

@@ -52,7 +52,17 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", None)
 
 #: Settings that must be equal for a checkpoint to be resumed exactly (``epochs`` too when a scheduler is used).
-_RESUME_KEYS = ("seed", "batch_size", "optimizer", "lr", "weight_decay", "scheduler", "grad_clip", "n_train", "own_loader")
+_RESUME_KEYS = (
+    "seed",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "scheduler",
+    "grad_clip",
+    "n_train",
+    "own_loader",
+)
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Any]
 
@@ -173,7 +183,9 @@ def _as_dataset(data: Any, what: str) -> Any:
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         return TensorDataset(*data)
-    raise TypeError(f"{what} must be a torch Dataset, a DataLoader or a pair of tensors (X, y), got {type(data).__name__}")
+    raise TypeError(
+        f"{what} must be a torch Dataset, a DataLoader or a pair of tensors (X, y), got {type(data).__name__}"
+    )
 
 
 def _loader(data: Any, batch_size: int, *, shuffle: bool, generator: Optional[torch.Generator] = None) -> Any:
@@ -197,8 +209,10 @@ def _unpack_loss(out: Any) -> Tuple[Tensor, Optional[Tensor]]:
     else:
         loss, logits = out, None
     if not isinstance(loss, Tensor) or loss.numel() != 1:
-        raise TypeError(f"fit: loss_fn must return a scalar tensor loss (or (loss, logits)), got {type(loss).__name__}"
-                        + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else ""))
+        raise TypeError(
+            f"fit: loss_fn must return a scalar tensor loss (or (loss, logits)), got {type(loss).__name__}"
+            + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else "")
+        )
     if logits is not None and not isinstance(logits, Tensor):
         raise TypeError(f"fit: the logits returned by loss_fn must be a tensor or None, got {type(logits).__name__}")
     return loss.reshape(()), logits
@@ -672,10 +686,13 @@ def _main(argv: Optional[List[str]] = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m deqlib.train", description="Train the book's standard DEQ classifier and print its test accuracy."
+        prog="python -m deqlib.train",
+        description="Train the book's standard DEQ classifier and print its test accuracy.",
     )
     parser.add_argument("--dataset", default=None, help="digits, mnist5k, mnist or fashion-mnist (default: by mode)")
-    parser.add_argument("--mode", choices=config.MODES, default=None, help="fast or full (default: $DEQLIB_MODE, else by device)")
+    parser.add_argument(
+        "--mode", choices=config.MODES, default=None, help="fast or full (default: $DEQLIB_MODE, else by device)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="checkpoint path (resumed if it exists)")
     parser.add_argument("--save", default=None, help="save the trained weights to this path")
@@ -686,8 +703,10 @@ def _main(argv: Optional[List[str]] = None) -> None:
         torch.set_num_threads(args.threads)
 
     r = recipe(args.dataset, mode=args.mode)
-    print(f"deqlib.train: {r['mode']} mode, {r['dataset']}, {r['kind']} DEQ {r['model']}, fit {r['fit']}, "
-          f"device {config.select_device()}")
+    print(
+        f"deqlib.train: {r['mode']} mode, {r['dataset']}, {r['kind']} DEQ {r['model']}, fit {r['fit']}, "
+        f"device {config.select_device()}"
+    )
 
     def show(rec: Dict[str, Any]) -> None:
         parts = [f"epoch {rec['epoch']}", f"loss {rec['train_loss']:.4f}"]
@@ -702,7 +721,12 @@ def _main(argv: Optional[List[str]] = None) -> None:
 
     t0 = time.perf_counter()
     model, _, acc = train_classifier(
-        r["dataset"], mode=r["mode"], seed=args.seed, checkpoint=args.checkpoint, progress=not args.no_progress, log=show
+        r["dataset"],
+        mode=r["mode"],
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        progress=not args.no_progress,
+        log=show,
     )
     if args.save:
         from .checkpoint import save_model

@@ -256,8 +256,7 @@ def plot_trajectories_2d(
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i in range(t.shape[1]):
         c = colors[i % len(colors)] if colors is not None else cycle[i % len(cycle)]
-        ax.plot(t[:, i, 0], t[:, i, 1], "-", color=c, lw=lw, alpha=0.8,
-                label=None if labels is None else labels[i])
+        ax.plot(t[:, i, 0], t[:, i, 1], "-", color=c, lw=lw, alpha=0.8, label=None if labels is None else labels[i])
         ax.plot(t[1:, i, 0], t[1:, i, 1], ".", color=c, ms=ms)
         if show_start:
             ax.plot(t[0, i, 0], t[0, i, 1], "o", mfc="white", mec=c, ms=5, mew=1.2)
@@ -306,8 +305,19 @@ def plot_vector_field(
         norm = np.hypot(u, v)
         norm[norm == 0] = 1.0
         u, v = u / norm, v / norm
-    ax.quiver(gx, gy, u, v, color=color, angles="xy", pivot="mid", width=0.004, headwidth=3.5,
-              scale=n * 1.3 if normalize else None, zorder=0)
+    ax.quiver(
+        gx,
+        gy,
+        u,
+        v,
+        color=color,
+        angles="xy",
+        pivot="mid",
+        width=0.004,
+        headwidth=3.5,
+        scale=n * 1.3 if normalize else None,
+        zorder=0,
+    )
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.set_aspect("equal", adjustable="box")
@@ -422,8 +432,9 @@ def plot_fixed_point_panel(
     if title:
         ax_plane.set_title(title)
     if ax_residual is not None and n_iter > 0:
-        plot_residuals(step_sizes(traj), ax=ax_residual, start=0, lw=1.0,
-                       ylabel=r"$\|z_{k+1} - z_k\|$", xlabel="iteration $k$")
+        plot_residuals(
+            step_sizes(traj), ax=ax_residual, start=0, lw=1.0, ylabel=r"$\|z_{k+1} - z_k\|$", xlabel="iteration $k$"
+        )
         ax_residual.set_ylim(*residual_ylim)
         ax_residual.set_xlim(0, max(n_iter, 1))
     return traj
@@ -443,14 +454,15 @@ def fixed_point_small_multiples(
     """One plane panel per parameter value (e.g. the weight scale): the static view of an explorer."""
     values = list(values)
     nrows = int(np.ceil(len(values) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), layout="constrained", squeeze=False
+    )
     for ax, v in zip(axes.ravel(), values):
         plot_fixed_point_panel(make_f(v), z0, n_iter, ax, title=f"${label} = {v:g}$", **panel_kw)
         ax.set_xlabel("")
         ax.set_ylabel("")
         ax.tick_params(labelsize="small")
-    for ax in axes.ravel()[len(values):]:
+    for ax in axes.ravel()[len(values) :]:
         ax.axis("off")
     return fig
 
@@ -475,8 +487,9 @@ def fixed_point_animation(
     values = list(values)
     if not values:
         raise ValueError("values must not be empty")
-    fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=figsize, dpi=dpi, layout="constrained",
-                                     gridspec_kw={"width_ratios": [1, 1.25]})
+    fig, (ax_p, ax_r) = plt.subplots(
+        1, 2, figsize=figsize, dpi=dpi, layout="constrained", gridspec_kw={"width_ratios": [1, 1.25]}
+    )
 
     def draw(i: int):
         ax_p.clear()
@@ -514,7 +527,7 @@ def animation_to_html(anim: mpl_animation.Animation, *, default_mode: str = "loo
         html = anim.to_jshtml(default_mode=default_mode)
     finally:
         plt.close(anim._fig)  # the figure is only a frame buffer: do not show it a second time
-    html = re.sub(r'<link[^>]*font-awesome[^>]*>\s*', "", html)
+    html = re.sub(r"<link[^>]*font-awesome[^>]*>\s*", "", html)
     for cls, symbol in _PLAYER_ICONS.items():
         html = html.replace(f'<i class="fa {cls}"></i>', f'<span class="anim-icon" aria-hidden="true">{symbol}</span>')
     return html
@@ -576,7 +589,9 @@ def plot_solver_trace(
     trace, conv, div, info_tol = _trace_arrays(info)
     tol = info_tol if tol is None else tol
     n, k = trace.shape
-    idx = np.unique(np.linspace(0, n - 1, min(n, max(1, int(max_lines)))).round().astype(int)) if n else np.array([], int)
+    idx = (
+        np.unique(np.linspace(0, n - 1, min(n, max(1, int(max_lines)))).round().astype(int)) if n else np.array([], int)
+    )
     c = color or plt.rcParams["axes.prop_cycle"].by_key()["color"][0]
     iters = np.arange(1, k + 1)
     for i in idx:
@@ -606,8 +621,16 @@ def plot_solver_trace(
         text = f"converged {int(conv.sum())}/{n}\nnfev {int(getattr(info, 'nfev', k))}"
         if div is not None and div.any():
             text += f"\ndiverged {int(div.sum())}"
-        ax.text(0.03, 0.04, text, transform=ax.transAxes, ha="left", va="bottom", fontsize="x-small",
-                bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.7", alpha=0.85))
+        ax.text(
+            0.03,
+            0.04,
+            text,
+            transform=ax.transAxes,
+            ha="left",
+            va="bottom",
+            fontsize="x-small",
+            bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.7", alpha=0.85),
+        )
     ax.grid(True, which="major", alpha=0.3)
     return ax
 
@@ -636,19 +659,36 @@ def solver_trace_grid(
     if nrows == 0 or ncols == 0 or any(len(row) != ncols for row in infos):
         raise ValueError("infos must be a non-empty rectangular grid (a list of rows of equal length)")
     if len(row_labels) != nrows or len(col_labels) != ncols:
-        raise ValueError(f"{len(row_labels)} row labels and {len(col_labels)} column labels for a {nrows} x {ncols} grid")
+        raise ValueError(
+            f"{len(row_labels)} row labels and {len(col_labels)} column labels for a {nrows} x {ncols} grid"
+        )
     if ylim is None:
         vals = np.concatenate([_trace_arrays(i)[0].ravel() for row in infos for i in row])
         vals = vals[np.isfinite(vals) & (vals > 0)]
-        ylim = (10 ** np.floor(np.log10(vals.min())), 10 ** np.ceil(np.log10(vals.max()))) if len(vals) else (1e-8, 10.0)
+        ylim = (
+            (10 ** np.floor(np.log10(vals.min())), 10 ** np.ceil(np.log10(vals.max()))) if len(vals) else (1e-8, 10.0)
+        )
     cycle = colors or plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-                             layout="constrained", sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+        layout="constrained",
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     for i, row in enumerate(infos):
         for j, info in enumerate(row):
             ax = axes[i, j]
-            plot_solver_trace(info, ax, max_lines=max_lines, color=cycle[j % len(cycle)], ylim=ylim,
-                              title=col_labels[j] if i == 0 else None)
+            plot_solver_trace(
+                info,
+                ax,
+                max_lines=max_lines,
+                color=cycle[j % len(cycle)],
+                ylim=ylim,
+                title=col_labels[j] if i == 0 else None,
+            )
             ax.set_xlabel("iteration" if i == nrows - 1 else "")
             ax.set_ylabel(f"{row_labels[i]}\nresidual" if j == 0 else "")
             ax.tick_params(labelsize="small")

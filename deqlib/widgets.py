@@ -71,8 +71,16 @@ def fixed_point_explorer(
 
     def slider(cls, spec, description):
         lo, hi, step, value = spec
-        return cls(min=lo, max=hi, step=step, value=value, description=description, continuous_update=False,
-                   style={"description_width": "initial"}, layout=widgets.Layout(width="360px"))
+        return cls(
+            min=lo,
+            max=hi,
+            step=step,
+            value=value,
+            description=description,
+            continuous_update=False,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="360px"),
+        )
 
     controls = {
         "scale": slider(widgets.FloatSlider, scale, "weight scale s"),
@@ -82,10 +90,12 @@ def fixed_point_explorer(
         controls["x"] = slider(widgets.FloatSlider, x, "input x")
 
     def draw(scale: float, n_iter: int, x: float = 0.0) -> None:
-        fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=figsize, layout="constrained",
-                                         gridspec_kw={"width_ratios": [1, 1.25]})
-        viz.plot_fixed_point_panel(make_f(scale, x), z0, n_iter, ax_p, ax_r, xlim=xlim, ylim=ylim,
-                                   title=f"$s = {scale:.2f}$, $x = {x:.2f}$")
+        fig, (ax_p, ax_r) = plt.subplots(
+            1, 2, figsize=figsize, layout="constrained", gridspec_kw={"width_ratios": [1, 1.25]}
+        )
+        viz.plot_fixed_point_panel(
+            make_f(scale, x), z0, n_iter, ax_p, ax_r, xlim=xlim, ylim=ylim, title=f"$s = {scale:.2f}$, $x = {x:.2f}$"
+        )
         ax_r.set_title(f"{n_iter} iterations")
         plt.show()
 
@@ -142,14 +152,27 @@ def solver_explorer(
 
     def slider(cls, spec, description):
         lo, hi, step, value = spec
-        return cls(min=lo, max=hi, step=step, value=value, description=description, continuous_update=False,
-                   style={"description_width": "initial"}, layout=widgets.Layout(width="360px"))
+        return cls(
+            min=lo,
+            max=hi,
+            step=step,
+            value=value,
+            description=description,
+            continuous_update=False,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="360px"),
+        )
 
     controls = {
         "solver": widgets.Dropdown(options=list(solvers), value=list(solvers)[0], description="solver"),
-        "tol": widgets.SelectionSlider(options=[(f"{t:.0e}", t) for t in tols], value=float(tol),
-                                       description="tolerance", continuous_update=False,
-                                       style={"description_width": "initial"}, layout=widgets.Layout(width="360px")),
+        "tol": widgets.SelectionSlider(
+            options=[(f"{t:.0e}", t) for t in tols],
+            value=float(tol),
+            description="tolerance",
+            continuous_update=False,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="360px"),
+        ),
     }
     if tau is not None:
         controls["tau"] = slider(widgets.FloatSlider, tau, "damping tau")

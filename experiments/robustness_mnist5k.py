@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -82,7 +81,9 @@ def run_one(kind: str, training: str, train, x, y, args) -> Dict[str, Any]:
     report = evaluate.evaluate_robustness(model, x, y, attacks, list(EVAL_EPS), seed=SEED, batch_size=250)
     eval_seconds = time.time() - t0
     t0 = time.time()
-    masking = evaluate.masking_checks(model, x[: args.n_masking], y[: args.n_masking], 0.1, budget=0.25 if not args.quick else 0.02, seed=SEED)
+    masking = evaluate.masking_checks(
+        model, x[: args.n_masking], y[: args.n_masking], 0.1, budget=0.25 if not args.quick else 0.02, seed=SEED
+    )
     masking_seconds = time.time() - t0
     out: Dict[str, Any] = {
         "model": name,
@@ -130,7 +131,13 @@ def summary_markdown(results: Dict[str, Any], command: str) -> str:
             f"| {r['kind']} | {r['training']} | {f(r['test_accuracy_full_1000'])} | {f(r['robustness']['clean_accuracy'])} | "
             f"{f(pgd[0])} | {f(aa[0])} | {f(pgd[1])} | {f(aa[1])} | {cert_s} |"
         )
-    lines += ["", "## Gradient-masking checks at eps = 0.1", "", "| model | check | passed | numbers |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Gradient-masking checks at eps = 0.1",
+        "",
+        "| model | check | passed | numbers |",
+        "|---|---|---|---|",
+    ]
     for name, r in results["models"].items():
         for check, res in r["masking"]["checks"].items():
             nums = {k: v for k, v in res.items() if k not in ("passed", "name", "description")}
@@ -144,7 +151,9 @@ def summary_markdown(results: Dict[str, Any], command: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny budgets, results not written to results/")
-    parser.add_argument("--only", nargs="*", default=None, help="subset of deq_standard deq_pgd_at lyadeq_standard lyadeq_pgd_at")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="subset of deq_standard deq_pgd_at lyadeq_standard lyadeq_pgd_at"
+    )
     parser.add_argument("--n-masking", type=int, default=200)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
@@ -181,7 +190,12 @@ def main(argv=None) -> int:
             evaluate.save_json(results, path)
             (out_dir / "robustness_mnist5k.md").write_text(summary_markdown(results, command))
             r = results["models"][name]
-            print(json.dumps({"model": name, "table": r["robustness"]["table"], "clean": r["robustness"]["clean_accuracy"]}), flush=True)
+            print(
+                json.dumps(
+                    {"model": name, "table": r["robustness"]["table"], "clean": r["robustness"]["clean_accuracy"]}
+                ),
+                flush=True,
+            )
     return 0
 
 

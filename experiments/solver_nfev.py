@@ -6,7 +6,6 @@ Command: ``python experiments/solver_nfev.py`` (about 2 minutes on a 2-core CPU)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -27,12 +26,30 @@ def main() -> None:
     for tol in (1e-3, 1e-4):
         for name in ("fixed_point", "anderson", "broyden"):
             with torch.no_grad():
-                _, info = deqlib.get_solver(name)(lambda z: model.deq.cell(z, u), torch.zeros_like(u), max_iter=200, tol=tol)
-            rows.append({"tol": tol, "solver": name, "nfev": info.nfev, "mean_steps": info.steps.float().mean().item(),
-                         "converged": int(info.converged.sum()), "n": int(info.converged.numel())})
+                _, info = deqlib.get_solver(name)(
+                    lambda z: model.deq.cell(z, u), torch.zeros_like(u), max_iter=200, tol=tol
+                )
+            rows.append(
+                {
+                    "tol": tol,
+                    "solver": name,
+                    "nfev": info.nfev,
+                    "mean_steps": info.steps.float().mean().item(),
+                    "converged": int(info.converged.sum()),
+                    "n": int(info.converged.numel()),
+                }
+            )
             print(rows[-1])
-    save_json({"command": "python experiments/solver_nfev.py", "test_accuracy": acc, "max_iter": 200,
-               "stop_mode": "rel", "rows": rows}, OUT)
+    save_json(
+        {
+            "command": "python experiments/solver_nfev.py",
+            "test_accuracy": acc,
+            "max_iter": 200,
+            "stop_mode": "rel",
+            "rows": rows,
+        },
+        OUT,
+    )
 
 
 if __name__ == "__main__":

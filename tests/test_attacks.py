@@ -86,7 +86,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,eps,params", CASES, ids=[f"{c[0]}-{c[2].get('norm', 'L2' if c[0] in ('pgd_l2', 'cw') else 'Linf')}" for c in CASES])
+@pytest.mark.parametrize(
+    "name,eps,params",
+    CASES,
+    ids=[f"{c[0]}-{c[2].get('norm', 'L2' if c[0] in ('pgd_l2', 'cw') else 'Linf')}" for c in CASES],
+)
 def test_attacks_stay_in_the_ball_and_in_range(model, batch, name, eps, params):
     x, y = batch
     x, y = x[:12], y[:12]
@@ -113,9 +117,7 @@ def test_the_attack_lowers_accuracy_and_eps_zero_is_the_identity(model, batch):
 
 def test_multiattack_combines_deq_and_torchattacks_attacks(model, batch):
     x, y = batch
-    multi = torchattacks.MultiAttack(
-        [A.fgsm(model, 0.1), IntermediateStateAttack(model, 0.1, steps=3, state_index=2)]
-    )
+    multi = torchattacks.MultiAttack([A.fgsm(model, 0.1), IntermediateStateAttack(model, 0.1, steps=3, state_index=2)])
     adv = multi(x, y)
     assert perturbation_norm(adv, x, "Linf").max() <= 0.1 + TOL
 
@@ -166,7 +168,19 @@ def test_bad_parameters_give_clear_errors(model, batch):
 
 def test_registry_names_and_registration(model):
     names = A.available_attacks()
-    for n in ("fgsm", "pgd", "pgd_l2", "cw", "apgd_ce", "apgd_t", "fab_t", "square", "autoattack", "intermediate", "ensemble_intermediate"):
+    for n in (
+        "fgsm",
+        "pgd",
+        "pgd_l2",
+        "cw",
+        "apgd_ce",
+        "apgd_t",
+        "fab_t",
+        "square",
+        "autoattack",
+        "intermediate",
+        "ensemble_intermediate",
+    ):
         assert n in names
     assert make_attack("APGD-CE", model, 0.1, steps=3).steps == 3
     assert A.attack_name(make_attack("AutoAttack_Standard", model, 0.1)) == "autoattack"
@@ -187,7 +201,12 @@ def test_autoattack_standard_has_the_official_parameters(model, batch):
     assert isinstance(aa, torchattacks.MultiAttack)
     apgd, apgdt, fab, sq = aa.attacks
     assert isinstance(apgd, torchattacks.APGD) and apgd.steps == 100 and apgd.loss == "ce" and apgd.n_restarts == 1
-    assert isinstance(apgdt, torchattacks.APGDT) and apgdt.steps == 100 and apgdt.n_target_classes == 9 and apgdt.n_restarts == 1
+    assert (
+        isinstance(apgdt, torchattacks.APGDT)
+        and apgdt.steps == 100
+        and apgdt.n_target_classes == 9
+        and apgdt.n_restarts == 1
+    )
     assert isinstance(fab, torchattacks.FAB) and fab.multi_targeted and fab.n_target_classes == 9 and fab.steps == 100
     assert isinstance(sq, torchattacks.Square) and sq.n_queries == 5000 and sq.p_init == 0.8 and not sq.rescale_schedule
     assert all(a.eps == 8 / 255 and a.norm == "Linf" and a.seed == 0 for a in aa.attacks)

@@ -94,7 +94,9 @@ def crawl():
         _unavailable("playwright is not installed")
 
     _ensure_built()
-    pages = sorted(p for p in HTML.rglob("*.html") if not {"_static", "_sources", "_images"} & set(p.relative_to(HTML).parts))
+    pages = sorted(
+        p for p in HTML.rglob("*.html") if not {"_static", "_sources", "_images"} & set(p.relative_to(HTML).parts)
+    )
     assert pages, f"no pages in {HTML}"
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
@@ -117,13 +119,17 @@ def crawl():
                 page.on("console", lambda m, rec=rec: rec["console"].append({"type": m.type, "text": m.text}))
                 page.on("pageerror", lambda e, rec=rec: rec["page_errors"].append(str(e)))
                 page.on("requestfailed", lambda r, rec=rec: rec["failed"].append(f"{r.url} ({r.failure})"))
-                page.on("response", lambda r, rec=rec: r.status >= 400 and rec["bad_status"].append(f"{r.status} {r.url}"))
+                page.on(
+                    "response", lambda r, rec=rec: r.status >= 400 and rec["bad_status"].append(f"{r.status} {r.url}")
+                )
                 response = page.goto(f"{base}/{rel}", wait_until="networkidle")
                 rec["status"] = response.status if response else None
                 rec["final_url"] = page.url
                 # wait until MathJax (if the page loads it) has typeset everything
-                page.evaluate("() => (window.MathJax && MathJax.startup && MathJax.startup.promise) ? "
-                              "MathJax.startup.promise.then(() => true) : true")
+                page.evaluate(
+                    "() => (window.MathJax && MathJax.startup && MathJax.startup.promise) ? "
+                    "MathJax.startup.promise.then(() => true) : true"
+                )
                 page.wait_for_load_state("networkidle")
                 rec.update(page.evaluate(_DOM_PROBE))
                 if rel.startswith("notebooks/") or rel == "book/intro.html":
@@ -197,7 +203,9 @@ def _chapter_pages(crawl):
 def test_every_page_loads(crawl):
     problems = {rel: r["status"] for rel, r in crawl["pages"].items() if r["status"] != 200}
     assert not problems, f"pages that did not load with HTTP 200: {problems}"
-    missing = {rel: r["bad_status"] + r["failed"] for rel, r in crawl["pages"].items() if r["bad_status"] or r["failed"]}
+    missing = {
+        rel: r["bad_status"] + r["failed"] for rel, r in crawl["pages"].items() if r["bad_status"] or r["failed"]
+    }
     assert not missing, f"resources that failed to load: {missing}"
     assert "book/intro.html" in crawl["pages"] and "index.html" in crawl["pages"]
 
@@ -205,16 +213,21 @@ def test_every_page_loads(crawl):
 def test_no_request_leaves_localhost(crawl):
     external = {}
     for rel, r in crawl["pages"].items():
-        bad = [u for u in r["requests"] if urlsplit(u).scheme not in ("data", "blob", "about")
-               and urlsplit(u).hostname != "127.0.0.1"]
+        bad = [
+            u
+            for u in r["requests"]
+            if urlsplit(u).scheme not in ("data", "blob", "about") and urlsplit(u).hostname != "127.0.0.1"
+        ]
         if bad:
             external[rel] = bad
     assert not external, f"requests to other hosts: {external}"
 
 
 def test_no_console_errors(crawl):
-    errors = {rel: [m["text"] for m in r["console"] if m["type"] == "error"] + r["page_errors"]
-              for rel, r in crawl["pages"].items()}
+    errors = {
+        rel: [m["text"] for m in r["console"] if m["type"] == "error"] + r["page_errors"]
+        for rel, r in crawl["pages"].items()
+    }
     errors = {rel: e for rel, e in errors.items() if e}
     assert not errors, f"console errors or uncaught exceptions: {errors}"
 
@@ -222,8 +235,11 @@ def test_no_console_errors(crawl):
 def test_math_is_typeset(crawl):
     pages_with_math = [rel for rel, r in crawl["pages"].items() if r["n_math"]]
     assert "book/notation.html" in pages_with_math, "the notation page should contain mathematics"
-    bad = {rel: r["untypeset_math"] + r["raw_tex"] for rel, r in crawl["pages"].items()
-           if r["untypeset_math"] or r["raw_tex"]}
+    bad = {
+        rel: r["untypeset_math"] + r["raw_tex"]
+        for rel, r in crawl["pages"].items()
+        if r["untypeset_math"] or r["raw_tex"]
+    }
     assert not bad, f"mathematics that MathJax did not typeset: {bad}"
 
 

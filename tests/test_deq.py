@@ -144,7 +144,9 @@ def test_jacobian_frobenius_matches_exact_and_regularises():
     z = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     f_out = torch.tanh(z @ W.T)
     est = jacobian_frobenius(f_out, z, n_samples=4000)
-    exact = torch.stack([torch.autograd.functional.jacobian(lambda s: torch.tanh(W @ s), z[i]).pow(2).sum() for i in range(3)])
+    exact = torch.stack(
+        [torch.autograd.functional.jacobian(lambda s: torch.tanh(W @ s), z[i]).pow(2).sum() for i in range(3)]
+    )
     assert torch.allclose(est, exact, rtol=0.1)
     est.sum().backward()  # differentiable w.r.t. the weights
     assert W.grad is not None and W.grad.abs().sum() > 0

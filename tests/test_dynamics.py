@@ -115,7 +115,7 @@ def test_early_state_unroll_gradient_is_exact_for_fixed_point(digits, trained_fp
     _, _, (x, y) = digits
     model = trained_fp
     xr = x.clone().requires_grad_()
-    (g, ) = torch.autograd.grad(F.cross_entropy(EarlyStateClassifier(model, 4, grad="unroll")(xr), y), xr)
+    (g,) = torch.autograd.grad(F.cross_entropy(EarlyStateClassifier(model, 4, grad="unroll")(xr), y), xr)
     xr2 = x.clone().requires_grad_()
     u = model.inject(xr2)
     z = torch.zeros(len(x), 32)
@@ -256,8 +256,14 @@ def test_entropy_reduction_default_radii_and_validation(trained, digits):
         EntropyReductionDefense(trained)
     with pytest.raises(ValueError, match="no default"):
         EntropyReductionDefense(trained, dataset="imagenet")
-    for kwargs in (dict(eps=2.0, eta=0.1), dict(eps=-0.1, eta=0.1), dict(eps=0.1, eta=0.0), dict(eps=0.1, eta=0.1, T_f=0),
-                   dict(eps=0.1, eta=0.1, R=-1), dict(eps=0.1, eta=0.1, rounds=0)):
+    for kwargs in (
+        dict(eps=2.0, eta=0.1),
+        dict(eps=-0.1, eta=0.1),
+        dict(eps=0.1, eta=0.0),
+        dict(eps=0.1, eta=0.1, T_f=0),
+        dict(eps=0.1, eta=0.1, R=-1),
+        dict(eps=0.1, eta=0.1, rounds=0),
+    ):
         with pytest.raises(ValueError):
             EntropyReductionDefense(trained, **kwargs)
 

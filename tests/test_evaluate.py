@@ -75,7 +75,12 @@ class _Noisy(nn.Module):
 # ---------------------------------------------------------------------------------------------------- report
 def test_evaluate_robustness_report(model, batch, tmp_path):
     x, y = batch
-    attacks = ["pgd", ("apgd_ce", {"steps": 5}), ("pgd", {"steps": 3, "gradient": "phantom"}), ("pgd_l2", {"steps": 3}, [0.5])]
+    attacks = [
+        "pgd",
+        ("apgd_ce", {"steps": 5}),
+        ("pgd", {"steps": 3, "gradient": "phantom"}),
+        ("pgd_l2", {"steps": 3}, [0.5]),
+    ]
     res = evaluate_robustness(model, x, y, attacks, [0.05, 0.15], seed=0, batch_size=8)
     assert res["n_samples"] == 16 and res["seed"] == 0 and res["eps_list"] == [0.05, 0.15]
     assert 0.8 <= res["clean_accuracy"] <= 1.0

@@ -31,7 +31,9 @@ from deqlib.losses import (
 TOL = 1e-6  # float32 rounding of x + delta
 
 
-def _train(model: nn.Module, X, y, loss_fn, *, epochs: int, lr: float = 1e-2, batch: int = 64, seed: int = 0) -> nn.Module:
+def _train(
+    model: nn.Module, X, y, loss_fn, *, epochs: int, lr: float = 1e-2, batch: int = 64, seed: int = 0
+) -> nn.Module:
     """A minimal training loop with the fit protocol loss_fn(model, x, y) -> (loss, logits)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -178,7 +180,9 @@ def test_trades_loss_is_ce_plus_beta_kl(digits, trained):
     assert torch.allclose(logits, trained(x))  # TRADES returns the clean logits
     assert torch.allclose(loss, F.cross_entropy(logits, y) + 6.0 * kl, atol=1e-5)
     assert kl.item() > 0
-    assert TRADES(0.1, 0.04, 4, beta=0.0)(trained, x, y)[0].item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert TRADES(0.1, 0.04, 4, beta=0.0)(trained, x, y)[0].item() == pytest.approx(
+        F.cross_entropy(logits, y).item(), rel=1e-5
+    )
 
 
 def test_losses_work_for_any_classifier():

@@ -43,8 +43,9 @@ def _cell(center="residual", alpha=3.0, h=0.2, n=N_STATE, weight_scale=0.9, seed
 
 def _model(digits, seed=0, **kw):
     torch.manual_seed(seed)
-    opts = dict(width=16, activation="tanh", norm=False, lyapunov_hidden=(16,), solver="fixed_point", max_iter=30,
-                tol=1e-5)
+    opts = dict(
+        width=16, activation="tanh", norm=False, lyapunov_hidden=(16,), solver="fixed_point", max_iter=30, tol=1e-5
+    )
     opts.update(kw)
     return lyadeq_classifier(digits, **opts)
 
@@ -209,7 +210,9 @@ def test_fixed_point_spread_of_plain_deq_is_ratio_one():
 # ---------------------------------------------------------------- classifier, orthogonal layer
 
 
-@pytest.mark.parametrize("features,readout", [(None, "orthogonal+linear"), (12, "orthogonal+linear"), (None, "orthogonal")])
+@pytest.mark.parametrize(
+    "features,readout", [(None, "orthogonal+linear"), (12, "orthogonal+linear"), (None, "orthogonal")]
+)
 def test_orthogonal_layer_stays_orthogonal_while_training(digits, features, readout):
     model = _model(digits, features=features, readout=readout, grad="phantom", phantom_steps=3)
     assert isinstance(model, LyaDEQClassifier)
@@ -263,8 +266,21 @@ def test_certificate_check_on_trained_model(digits):
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     report = certificate_check(model, x[:16], steps=40)
-    expected = {"violations", "steps", "rate", "max_excess", "per_step", "alpha", "dt", "center", "source", "rtol",
-                "atol", "V_initial", "V_final"}
+    expected = {
+        "violations",
+        "steps",
+        "rate",
+        "max_excess",
+        "per_step",
+        "alpha",
+        "dt",
+        "center",
+        "source",
+        "rtol",
+        "atol",
+        "V_initial",
+        "V_final",
+    }
     assert expected <= set(report)
     assert report["steps"] == 40 * 16 and 0.0 <= report["rate"] <= 1.0
     assert report["alpha"] == 0.5 and report["dt"] == 0.1 and report["center"] == "residual"

@@ -91,8 +91,14 @@ def _toy_notebook():
 
 
 def test_colab_update_is_complete_and_idempotent():
-    settings = {"url": "https://github.com/acme/book", "owner": "acme", "name": "book", "branch": "dev",
-                "path_to_book": "", "colab_url": "https://colab.research.google.com"}
+    settings = {
+        "url": "https://github.com/acme/book",
+        "owner": "acme",
+        "name": "book",
+        "branch": "dev",
+        "path_to_book": "",
+        "colab_url": "https://colab.research.google.com",
+    }
     path = ROOT / "notebooks" / "99_toy.ipynb"
     nb, changes = colab.update_notebook(_toy_notebook(), settings, path)
     assert changes == ["badge", "install cell"]
@@ -133,8 +139,16 @@ def test_nbclean_keeps_only_pinned_outputs():
     out = {"output_type": "stream", "name": "stdout", "text": "1\n"}
     nb = _toy_notebook()
     nb["cells"][1].update(execution_count=3, outputs=[out])
-    nb["cells"].append({"cell_type": "code", "execution_count": 4, "id": "p", "metadata": {},
-                        "outputs": [out], "source": "# NBVAL_CHECK_OUTPUT\nprint(1)"})
+    nb["cells"].append(
+        {
+            "cell_type": "code",
+            "execution_count": 4,
+            "id": "p",
+            "metadata": {},
+            "outputs": [out],
+            "source": "# NBVAL_CHECK_OUTPUT\nprint(1)",
+        }
+    )
     nb["metadata"]["widgets"] = {"state": {}}
     assert len(nbclean.problems(nb)) == 3
     cleaned = nbclean.clean(nb)
@@ -167,7 +181,7 @@ def test_plots_draw_without_display():
     ax = viz.plot_trajectories_2d(traj, xlim=(-1, 1), ylim=(-1, 1))
     assert len(ax.lines) >= 3
     viz.plot_vector_field(_toy(1.0))
-    viz.plot_level_sets(lambda z: (z ** 2).sum(dim=1))
+    viz.plot_level_sets(lambda z: (z**2).sum(dim=1))
     viz.plot_cobweb(np.tanh, [0.5, -0.5], 10)
     ax = viz.plot_residuals(viz.step_sizes(traj), labels=["a", "b", "c"])
     assert ax.get_yscale() == "log"

@@ -212,7 +212,9 @@ def _fit_run(train, test, path, **kw):
 
 def test_resume_after_interrupt_gives_identical_weights(tmp_path, digits):
     train, test = digits
-    ref_model, ref_h = _fit_run(train, test, tmp_path / "ref.pt", optimizer="adamw", scheduler="onecycle", weight_decay=1e-2)
+    ref_model, ref_h = _fit_run(
+        train, test, tmp_path / "ref.pt", optimizer="adamw", scheduler="onecycle", weight_decay=1e-2
+    )
 
     n_batches = math.ceil(len(train) / SMALL["batch_size"])
     counter = {"n": 0}
@@ -226,7 +228,9 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path, digits):
 
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        _fit_run(train, test, path, loss_fn=interrupting_loss, optimizer="adamw", scheduler="onecycle", weight_decay=1e-2)
+        _fit_run(
+            train, test, path, loss_fn=interrupting_loss, optimizer="adamw", scheduler="onecycle", weight_decay=1e-2
+        )
     assert load_checkpoint(path)["epoch"] == 1
     assert leftovers(tmp_path) == []
     model, h = _fit_run(train, test, path, optimizer="adamw", scheduler="onecycle", weight_decay=1e-2)
@@ -313,8 +317,14 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, digits):
         return loss, logits
 
     with pytest.raises(FloatingPointError, match=r"epoch 2, batch 3 of %d" % n_batches):
-        fit(small_model(train), train, checkpoint=path, loss_fn=nan_in_epoch_2,
-            log=lambda rec: saved.append(path.read_bytes()), **SMALL)
+        fit(
+            small_model(train),
+            train,
+            checkpoint=path,
+            loss_fn=nan_in_epoch_2,
+            log=lambda rec: saved.append(path.read_bytes()),
+            **SMALL,
+        )
     assert len(saved) == 1 and path.read_bytes() == saved[0]  # the checkpoint of epoch 1, untouched
     assert load_checkpoint(path)["epoch"] == 1 and leftovers(tmp_path) == []
 

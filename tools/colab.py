@@ -89,7 +89,9 @@ def read_settings(config_path: Path = ROOT / "_config.yml") -> Dict[str, str]:
     branch = str(repo.get("branch", "")).strip()
     m = re.fullmatch(r"https://github\.com/([^/\s]+)/([^/\s]+?)(?:\.git)?", url)
     if not m:
-        raise SystemExit(f"colab.py: repository.url in {config_path} must be https://github.com/OWNER/NAME, got {url!r}")
+        raise SystemExit(
+            f"colab.py: repository.url in {config_path} must be https://github.com/OWNER/NAME, got {url!r}"
+        )
     if not branch:
         raise SystemExit(f"colab.py: repository.branch is empty in {config_path}")
     colab = str((cfg.get("launch_buttons") or {}).get("colab_url") or "https://colab.research.google.com").rstrip("/")

@@ -77,11 +77,17 @@ def execute(path: Path, timeout: int = 1800) -> dict:
     from nbclient import NotebookClient
 
     os.environ.setdefault("DEQLIB_MODE", "fast")
-    os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    os.environ["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
+    )
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    print(f"{path.relative_to(ROOT)}: executed in {time.perf_counter() - start:.1f} s (DEQLIB_MODE={os.environ['DEQLIB_MODE']})")
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    print(
+        f"{path.relative_to(ROOT)}: executed in {time.perf_counter() - start:.1f} s (DEQLIB_MODE={os.environ['DEQLIB_MODE']})"
+    )
     return json.loads(nbformat.writes(nb))
 
 

@@ -49,7 +49,14 @@ from .gradient import attack_gradient, check_gradient
 #: The official AutoAttack "standard" parameters (Croce & Hein 2020; fra31/auto-attack, set_version("standard")).
 AUTOATTACK_STANDARD: Dict[str, Dict[str, Any]] = {
     "apgd_ce": {"steps": 100, "n_restarts": 1, "rho": 0.75, "eot_iter": 1, "loss": "ce"},
-    "apgd_t": {"steps": 100, "n_restarts": 1, "rho": 0.75, "eot_iter": 1, "n_target_classes": 9, "loss": "dlr-targeted"},
+    "apgd_t": {
+        "steps": 100,
+        "n_restarts": 1,
+        "rho": 0.75,
+        "eot_iter": 1,
+        "n_target_classes": 9,
+        "loss": "dlr-targeted",
+    },
     "fab_t": {"steps": 100, "n_restarts": 1, "n_target_classes": 9, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9},
     "square": {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8, "loss": "margin", "resc_schedule": False},
 }
@@ -57,7 +64,9 @@ AUTOATTACK_STANDARD: Dict[str, Dict[str, Any]] = {
 
 def _check_model(model: object, where: str) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{where}: model must be a torch.nn.Module returning (N, classes) logits, got {type(model).__name__}")
+        raise TypeError(
+            f"{where}: model must be a torch.nn.Module returning (N, classes) logits, got {type(model).__name__}"
+        )
     if next(model.parameters(), None) is None:
         raise ValueError(f"{where}: the model has no parameters (torchattacks finds the device from them)")
     return model
@@ -133,7 +142,9 @@ def _targets(n_classes: int, n_target_classes: Optional[int], where: str) -> Tup
         n_target_classes = min(9, n_classes - 1)
     n_target_classes = check_int(n_target_classes, "n_target_classes", where, minimum=1)
     if n_target_classes > n_classes - 1:
-        raise ValueError(f"{where}: n_target_classes must be <= n_classes - 1 = {n_classes - 1}, got {n_target_classes}")
+        raise ValueError(
+            f"{where}: n_target_classes must be <= n_classes - 1 = {n_classes - 1}, got {n_target_classes}"
+        )
     return n_classes, n_target_classes
 
 
@@ -260,9 +271,14 @@ def apgd_ce(
     rho = check_fraction(rho, "rho", where)
     eot_iter = check_int(eot_iter, "eot_iter", where)
     gradient = check_gradient(gradient, where)
-    atk = APGDAttack(model, norm=norm, eps=eps, steps=steps, n_restarts=n_restarts, seed=seed, loss="ce", eot_iter=eot_iter, rho=rho)
+    atk = APGDAttack(
+        model, norm=norm, eps=eps, steps=steps, n_restarts=n_restarts, seed=seed, loss="ce", eot_iter=eot_iter, rho=rho
+    )
     atk._deqlib_setup(
-        where, eps, norm, gradient,
+        where,
+        eps,
+        norm,
+        gradient,
         {"steps": steps, "n_restarts": n_restarts, "seed": seed, "loss": "ce", "rho": rho, "eot_iter": eot_iter},
     )
     return atk
@@ -299,15 +315,31 @@ def apgd_t(
     eot_iter = check_int(eot_iter, "eot_iter", where)
     gradient = check_gradient(gradient, where)
     atk = APGDTAttack(
-        model, norm=norm, eps=eps, steps=steps, n_restarts=n_restarts, seed=seed, eot_iter=eot_iter, rho=rho,
+        model,
+        norm=norm,
+        eps=eps,
+        steps=steps,
+        n_restarts=n_restarts,
+        seed=seed,
+        eot_iter=eot_iter,
+        rho=rho,
         n_classes=n_classes,
     )
     atk.n_target_classes = n_target_classes
     atk._deqlib_setup(
-        where, eps, norm, gradient,
+        where,
+        eps,
+        norm,
+        gradient,
         {
-            "steps": steps, "n_restarts": n_restarts, "n_classes": n_classes, "n_target_classes": n_target_classes,
-            "seed": seed, "loss": "dlr-targeted", "rho": rho, "eot_iter": eot_iter,
+            "steps": steps,
+            "n_restarts": n_restarts,
+            "n_classes": n_classes,
+            "n_target_classes": n_target_classes,
+            "seed": seed,
+            "loss": "dlr-targeted",
+            "rho": rho,
+            "eot_iter": eot_iter,
         },
     )
     return atk
@@ -345,15 +377,34 @@ def fab_t(
     seed = check_seed(seed, where)
     gradient = check_gradient(gradient, where)
     atk = FABAttack(
-        model, norm=norm, eps=eps, steps=steps, n_restarts=n_restarts, alpha_max=alpha_max, eta=eta, beta=beta,
-        seed=seed, multi_targeted=True, n_classes=n_classes,
+        model,
+        norm=norm,
+        eps=eps,
+        steps=steps,
+        n_restarts=n_restarts,
+        alpha_max=alpha_max,
+        eta=eta,
+        beta=beta,
+        seed=seed,
+        multi_targeted=True,
+        n_classes=n_classes,
     )
     atk.n_target_classes = n_target_classes
     atk._deqlib_setup(
-        where, eps, norm, gradient,
+        where,
+        eps,
+        norm,
+        gradient,
         {
-            "steps": steps, "n_restarts": n_restarts, "n_classes": n_classes, "n_target_classes": n_target_classes,
-            "alpha_max": alpha_max, "eta": eta, "beta": beta, "seed": seed, "targeted": True,
+            "steps": steps,
+            "n_restarts": n_restarts,
+            "n_classes": n_classes,
+            "n_target_classes": n_target_classes,
+            "alpha_max": alpha_max,
+            "eta": eta,
+            "beta": beta,
+            "seed": seed,
+            "targeted": True,
         },
     )
     return atk
@@ -387,13 +438,29 @@ def square(
         raise ValueError(f"{where}: loss must be 'margin' or 'ce', got {loss!r}")
     seed = check_seed(seed, where)
     atk = SquareAttack(
-        model, norm=norm, eps=eps, n_queries=n_queries, n_restarts=n_restarts, p_init=p_init, loss=loss,
-        resc_schedule=bool(resc_schedule), seed=seed,
+        model,
+        norm=norm,
+        eps=eps,
+        n_queries=n_queries,
+        n_restarts=n_restarts,
+        p_init=p_init,
+        loss=loss,
+        resc_schedule=bool(resc_schedule),
+        seed=seed,
     )
     atk._deqlib_setup(
-        where, eps, norm, None,
-        {"n_queries": n_queries, "n_restarts": n_restarts, "p_init": p_init, "loss": loss,
-         "resc_schedule": bool(resc_schedule), "seed": seed},
+        where,
+        eps,
+        norm,
+        None,
+        {
+            "n_queries": n_queries,
+            "n_restarts": n_restarts,
+            "p_init": p_init,
+            "loss": loss,
+            "resc_schedule": bool(resc_schedule),
+            "seed": seed,
+        },
     )
     return atk
 
@@ -429,23 +496,65 @@ def autoattack_standard(
     gradient = check_gradient(gradient, where)
     std = AUTOATTACK_STANDARD
     members = [
-        apgd_ce(model, eps, norm=norm, steps=std["apgd_ce"]["steps"], n_restarts=std["apgd_ce"]["n_restarts"],
-                seed=seed, rho=std["apgd_ce"]["rho"], gradient=gradient),
-        apgd_t(model, eps, norm=norm, steps=std["apgd_t"]["steps"], n_restarts=std["apgd_t"]["n_restarts"],
-               n_classes=n_classes, n_target_classes=n_targets, seed=seed, rho=std["apgd_t"]["rho"], gradient=gradient),
-        fab_t(model, eps, norm=norm, steps=std["fab_t"]["steps"], n_restarts=std["fab_t"]["n_restarts"],
-              n_classes=n_classes, n_target_classes=n_targets, alpha_max=std["fab_t"]["alpha_max"],
-              eta=std["fab_t"]["eta"], beta=std["fab_t"]["beta"], seed=seed, gradient=gradient),
-        square(model, eps, norm=norm, n_queries=std["square"]["n_queries"], n_restarts=std["square"]["n_restarts"],
-               p_init=std["square"]["p_init"], loss=std["square"]["loss"],
-               resc_schedule=std["square"]["resc_schedule"], seed=seed),
+        apgd_ce(
+            model,
+            eps,
+            norm=norm,
+            steps=std["apgd_ce"]["steps"],
+            n_restarts=std["apgd_ce"]["n_restarts"],
+            seed=seed,
+            rho=std["apgd_ce"]["rho"],
+            gradient=gradient,
+        ),
+        apgd_t(
+            model,
+            eps,
+            norm=norm,
+            steps=std["apgd_t"]["steps"],
+            n_restarts=std["apgd_t"]["n_restarts"],
+            n_classes=n_classes,
+            n_target_classes=n_targets,
+            seed=seed,
+            rho=std["apgd_t"]["rho"],
+            gradient=gradient,
+        ),
+        fab_t(
+            model,
+            eps,
+            norm=norm,
+            steps=std["fab_t"]["steps"],
+            n_restarts=std["fab_t"]["n_restarts"],
+            n_classes=n_classes,
+            n_target_classes=n_targets,
+            alpha_max=std["fab_t"]["alpha_max"],
+            eta=std["fab_t"]["eta"],
+            beta=std["fab_t"]["beta"],
+            seed=seed,
+            gradient=gradient,
+        ),
+        square(
+            model,
+            eps,
+            norm=norm,
+            n_queries=std["square"]["n_queries"],
+            n_restarts=std["square"]["n_restarts"],
+            p_init=std["square"]["p_init"],
+            loss=std["square"]["loss"],
+            resc_schedule=std["square"]["resc_schedule"],
+            seed=seed,
+        ),
     ]
     multi = torchattacks.MultiAttack(members)
     multi.eps = eps
     multi.norm = norm
     multi._deqlib_name = "autoattack"
     multi._deqlib_params = {
-        "eps": eps, "norm": norm, "n_classes": n_classes, "seed": seed, "gradient": gradient, "version": "standard",
+        "eps": eps,
+        "norm": norm,
+        "n_classes": n_classes,
+        "seed": seed,
+        "gradient": gradient,
+        "version": "standard",
         "attacks": [attack_params(m) | {"name": attack_name(m)} for m in members],
     }
     return multi
@@ -463,7 +572,9 @@ def _key(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
-def register_attack(name: str, factory: Optional[AttackFactory] = None, *, aliases: Tuple[str, ...] = (), overwrite: bool = False):
+def register_attack(
+    name: str, factory: Optional[AttackFactory] = None, *, aliases: Tuple[str, ...] = (), overwrite: bool = False
+):
     """Register ``factory(model, eps, **params) -> torchattacks.Attack`` under ``name`` (usable as a decorator).
 
     Names are case-insensitive, and "-" or spaces mean "_" ("APGD-CE" is "apgd_ce").
@@ -549,8 +660,17 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-_SKIP = {"model", "model_name", "device", "attack", "supported_mode", "attack_mode", "targeted", "verbose",
-         "normalization_used"}
+_SKIP = {
+    "model",
+    "model_name",
+    "device",
+    "attack",
+    "supported_mode",
+    "attack_mode",
+    "targeted",
+    "verbose",
+    "normalization_used",
+}
 
 
 def attack_params(attack: Attack) -> Dict[str, Any]:

@@ -77,8 +77,15 @@ class _IntermediateBase(Attack):
         self.supported_mode = ["default"]
         self._deqlib_name = "intermediate" if name == "IntermediateStateAttack" else "ensemble_intermediate"
         self._deqlib_params = {
-            "eps": eps, "norm": norm, "alpha": alpha, "steps": steps, "state_indices": list(idx),
-            "unroll_steps": unroll_steps, "tau": tau, "random_start": self.random_start, "gradient": "intermediate",
+            "eps": eps,
+            "norm": norm,
+            "alpha": alpha,
+            "steps": steps,
+            "state_indices": list(idx),
+            "unroll_steps": unroll_steps,
+            "tau": tau,
+            "random_start": self.random_start,
+            "gradient": "intermediate",
         }
 
     # ------------------------------------------------------------------ the gradient
@@ -205,7 +212,9 @@ class EnsembleIntermediateAttack(_IntermediateBase):
 def _register() -> None:
     from .adapters import register_attack
 
-    register_attack("intermediate", IntermediateStateAttack, aliases=("intermediate_state", "intermediate_state_attack"))
+    register_attack(
+        "intermediate", IntermediateStateAttack, aliases=("intermediate_state", "intermediate_state_attack")
+    )
     register_attack("ensemble_intermediate", EnsembleIntermediateAttack, aliases=("intermediate_ensemble",))
 
 

@@ -67,7 +67,9 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
     model.eval()
     try:
         dev = _device(model)
-        return torch.cat([model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)])
+        return torch.cat(
+            [model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
+        )
     finally:
         model.train(was)
 
@@ -100,7 +102,9 @@ def attack_batches(
         c = predict(model, xb, batch_size).to(dev) == yb
         adv = attack(xb, yb)
         if not isinstance(adv, Tensor) or adv.shape != xb.shape:
-            raise RuntimeError(f"{attack_name(attack)} returned {getattr(adv, 'shape', type(adv))} for a batch of {tuple(xb.shape)}")
+            raise RuntimeError(
+                f"{attack_name(attack)} returned {getattr(adv, 'shape', type(adv))} for a batch of {tuple(xb.shape)}"
+            )
         adv = adv.detach().to(dev)
         if not bool(torch.isfinite(adv).all()):
             raise RuntimeError(f"{attack_name(attack)} returned NaN or Inf pixels")

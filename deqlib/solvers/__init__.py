@@ -2,7 +2,7 @@
 
 from .anderson import anderson
 from .broyden import broyden
-from .fixed_point import fixed_point
+from .fixed_point import damped_steps, fixed_point
 from .info import DIVERGENCE_FACTOR, SolverDivergenceWarning, SolverInfo
 from .registry import (
     available_solvers,
@@ -14,6 +14,7 @@ from .registry import (
 
 __all__ = [
     "fixed_point",
+    "damped_steps",
     "anderson",
     "broyden",
     "SolverInfo",

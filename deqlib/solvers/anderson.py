@@ -8,6 +8,7 @@ from typing import Callable, List, Tuple
 import torch
 from torch import Tensor
 
+from .._validate import check_fraction, check_int, check_nonnegative
 from .info import SolverInfo, Tracker, check_common, flat_function
 
 
@@ -75,12 +76,9 @@ def anderson(
         True
     """
     check_common("anderson", z0, max_iter, tol, stop_mode)
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"anderson: m must be a positive int, got {m!r}")
-    if not 0.0 < float(beta) <= 1.0:
-        raise ValueError(f"anderson: beta must be in (0, 1], got {beta!r}")
-    if not float(lam) >= 0.0:
-        raise ValueError(f"anderson: lam must be >= 0, got {lam!r}")
+    m = check_int(m, "m", "anderson", minimum=1)
+    beta = check_fraction(beta, "beta", "anderson")
+    lam = check_nonnegative(lam, "lam", "anderson")
     g = flat_function("anderson", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)
     track = Tracker("anderson", z, tol, stop_mode, record, z0.shape)

@@ -7,6 +7,7 @@ from typing import Callable, List, Tuple
 import torch
 from torch import Tensor
 
+from .._validate import check_int
 from .info import SolverInfo, Tracker, check_common, flat_function
 
 
@@ -54,8 +55,7 @@ def broyden(
         True
     """
     check_common("broyden", z0, max_iter, tol, stop_mode)
-    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
-        raise ValueError(f"broyden: memory must be a positive int, got {memory!r}")
+    memory = check_int(memory, "memory", "broyden", minimum=1)
     g = flat_function("broyden", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)
     track = Tracker("broyden", z, tol, stop_mode, record, z0.shape)

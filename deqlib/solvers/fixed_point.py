@@ -1,4 +1,4 @@
-"""Plain (optionally damped) fixed-point iteration."""
+"""Plain (optionally damped) fixed-point iteration, and k damped steps with the graph (:func:`damped_steps`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Callable, Tuple
 
 from torch import Tensor
 
+from .._validate import check_fraction, check_int
 from .info import SolverInfo, Tracker, check_common, flat_function
 
 
@@ -40,8 +41,7 @@ def fixed_point(
         True
     """
     check_common("fixed_point", z0, max_iter, tol, stop_mode)
-    if not 0.0 < float(tau) <= 1.0:
-        raise ValueError(f"fixed_point: tau must be in (0, 1], got {tau!r}")
+    tau = check_fraction(tau, "tau", "fixed_point")
     g = flat_function("fixed_point", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)
     track = Tracker("fixed_point", z, tol, stop_mode, record, z0.shape)
@@ -59,3 +59,29 @@ def fixed_point(
             break
         z = track.freeze(z_next)
     return track.finish(z_next)
+
+
+def damped_steps(f: Callable[[Tensor], Tensor], z: Tensor, steps: int, tau: float = 1.0) -> Tensor:
+    """``steps`` damped steps z <- (1 - tau) z + tau f(z) from ``z``, recorded by autograd when it is on.
+
+    This is the one "k damped steps from a state" of deqlib: the phantom gradient of :class:`~deqlib.deq.DEQ`
+    (``phantom_steps``, ``phantom_tau``), the readout of the random-depth model and the unroll of the
+    intermediate-state attack all call it. No stopping test, no bookkeeping: exactly ``steps`` evaluations of f.
+
+    Args:
+        f: maps a state to a state of the same shape.
+        z: the state to start from.
+        steps: number of steps, >= 0 (0 returns ``z``).
+        tau: damping in (0, 1]; 1 is the plain step z <- f(z).
+
+    Example:
+        >>> import torch
+        >>> damped_steps(lambda z: 0.5 * z + 1.0, torch.zeros(1), steps=2, tau=1.0)
+        tensor([1.5000])
+    """
+    steps = check_int(steps, "steps", "damped_steps", minimum=0)
+    tau = check_fraction(tau, "tau", "damped_steps")
+    for _ in range(steps):
+        fz = f(z)
+        z = fz if tau == 1.0 else z + tau * (fz - z)
+    return z

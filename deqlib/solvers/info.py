@@ -15,6 +15,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .._validate import check_choice, check_int, check_positive, check_tensor
+
 STOP_MODES = ("rel", "abs")
 #: A sample whose absolute residual grows beyond this factor times its initial residual is declared diverged.
 DIVERGENCE_FACTOR = 1e4
@@ -87,22 +89,22 @@ class SolverInfo:
         }
 
 
+def check_settings(where: str, max_iter: object, tol: object, stop_mode: object) -> None:
+    """Validate the settings every solver shares (no state needed): ``max_iter`` an int >= 1, ``tol`` > 0, a stop mode."""
+    check_int(max_iter, "max_iter", where, minimum=1)
+    check_positive(tol, "tol", where)
+    check_choice(stop_mode, "stop_mode", where, STOP_MODES)
+
+
+def check_state(where: str, z0: object) -> Tensor:
+    """Validate an initial state: a finite floating-point tensor with a non-empty batch dimension first."""
+    return check_tensor(z0, "z0", where, floating=True, batch=True, finite=True)
+
+
 def check_common(name: str, z0: Tensor, max_iter: int, tol: float, stop_mode: str) -> None:
-    """Validate the options every solver shares; raise ValueError / TypeError with a clear message."""
-    if not isinstance(z0, Tensor):
-        raise TypeError(f"{name}: z0 must be a torch.Tensor, got {type(z0).__name__}")
-    if z0.dim() < 1 or z0.shape[0] == 0:
-        raise ValueError(f"{name}: z0 must have a non-empty batch dimension first, got shape {tuple(z0.shape)}")
-    if not z0.is_floating_point():
-        raise TypeError(f"{name}: z0 must be a floating-point tensor, got {z0.dtype}")
-    if not bool(torch.isfinite(z0).all()):
-        raise ValueError(f"{name}: z0 contains NaN or Inf")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"{name}: max_iter must be a positive int, got {max_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
-        raise ValueError(f"{name}: tol must be a positive finite number, got {tol!r}")
-    if stop_mode not in STOP_MODES:
-        raise ValueError(f"{name}: stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+    """Validate a solver call: the initial state and the shared settings (TypeError / ValueError, clear message)."""
+    check_state(name, z0)
+    check_settings(name, max_iter, tol, stop_mode)
 
 
 def flat_function(name: str, f: Callable[[Tensor], Tensor], shape: torch.Size) -> Callable[[Tensor], Tensor]:

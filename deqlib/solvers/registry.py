@@ -35,7 +35,9 @@ def register_solver(name: str, fn: Optional[SolverFn] = None, *, overwrite: bool
         params = inspect.signature(func).parameters
         missing = [p for p in _REQUIRED if p not in params]
         if missing:
-            raise TypeError(f"solver {name!r} lacks the keyword arguments {missing}: see deqlib.solvers.register_solver")
+            raise TypeError(
+                f"solver {name!r} lacks the keyword arguments {missing}: see deqlib.solvers.register_solver"
+            )
         if name in _SOLVERS and not overwrite and _SOLVERS[name] is not func:
             raise ValueError(f"a solver named {name!r} is already registered (pass overwrite=True to replace it)")
         _SOLVERS[name] = func

@@ -1,0 +1,220 @@
+"""Argument validation with one policy, used by every module of deqlib (private).
+
+The policy:
+
+- a value of the wrong **type** raises ``TypeError``; a value of the right type but a wrong **value** raises
+  ``ValueError``;
+- ``bool`` is never accepted where a number is expected (``True`` is an ``int`` in Python, never what was meant);
+- every message starts with where the error is (``"fit: epochs must be ..."``) and names the value it got.
+
+Each ``check_*`` function returns the value in its canonical form (``int``, ``float``, the canonical name), so that
+callers write ``self.steps = check_int(steps, "steps", where)``.
+
+Example:
+    >>> check_int(3, "steps", "PGD")
+    3
+    >>> check_int("3", "steps", "PGD")
+    Traceback (most recent call last):
+    ...
+    TypeError: PGD: steps must be an int, got str '3'
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+
+import torch
+from torch import Tensor
+
+T = TypeVar("T")
+
+#: Tolerance of the [0, 1] pixel check.
+PIXEL_TOL = 1e-6
+
+
+def _got(value: object) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _bound_text(minimum: Optional[float], maximum: Optional[float], low_open: bool, high_open: bool) -> str:
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>' if low_open else '>='} {minimum:g}")
+    if maximum is not None:
+        parts.append(f"{'<' if high_open else '<='} {maximum:g}")
+    return " and ".join(parts)
+
+
+def check_int(
+    value: object, name: str, where: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None
+) -> int:
+    """An integer (Python or numpy; bools refused) within ``[minimum, maximum]``.
+
+    Raises:
+        TypeError: not an integer. ValueError: out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: {name} must be an int, got {_got(value)}")
+    out = int(value)
+    if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
+        raise ValueError(f"{where}: {name} must be an int {_bound_text(minimum, maximum, False, False)}, got {value!r}")
+    return out
+
+
+def check_number(
+    value: object,
+    name: str,
+    where: str,
+    *,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number (Python, numpy or a one-element tensor; bools refused) within the bounds.
+
+    ``low_open`` / ``high_open`` make the bounds strict (``minimum=0, low_open=True`` is "> 0").
+
+    Raises:
+        TypeError: not a real number. ValueError: NaN, infinite or out of range.
+    """
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a real number, got {_got(value)}")
+    out = float(value)
+    bounds = _bound_text(minimum, maximum, low_open, high_open)
+    if not math.isfinite(out):
+        raise ValueError(f"{where}: {name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}")
+    too_low = minimum is not None and (out <= minimum if low_open else out < minimum)
+    too_high = maximum is not None and (out >= maximum if high_open else out > maximum)
+    if too_low or too_high:
+        raise ValueError(f"{where}: {name} must be a finite number {bounds}, got {value!r}")
+    return out
+
+
+def check_positive(value: object, name: str, where: str) -> float:
+    """A finite number > 0."""
+    return check_number(value, name, where, minimum=0.0, low_open=True)
+
+
+def check_nonnegative(value: object, name: str, where: str) -> float:
+    """A finite number >= 0."""
+    return check_number(value, name, where, minimum=0.0)
+
+
+def check_fraction(value: object, name: str, where: str) -> float:
+    """A number in (0, 1] (a damping factor, a step fraction)."""
+    return check_number(value, name, where, minimum=0.0, maximum=1.0, low_open=True)
+
+
+def check_probability(value: object, name: str, where: str) -> float:
+    """A number in [0, 1]."""
+    return check_number(value, name, where, minimum=0.0, maximum=1.0)
+
+
+def check_bool(value: object, name: str, where: str) -> bool:
+    """A ``bool`` (numpy bools too); ints and strings refused."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{where}: {name} must be True or False, got {_got(value)}")
+
+
+def check_seed(value: object, where: str, name: str = "seed") -> int:
+    """A seed: an int in [0, 2**32)."""
+    return check_int(value, name, where, minimum=0, maximum=2**32 - 1)
+
+
+def check_choice(
+    value: object,
+    name: str,
+    where: str,
+    choices: Sequence[T],
+    *,
+    aliases: Optional[Mapping[str, T]] = None,
+    ignore_case: bool = False,
+) -> T:
+    """One of ``choices`` (or an alias of one), returned in its canonical form.
+
+    Raises:
+        ValueError: a value of the choices' kind (a string, or None where None is a choice) that is not one of them.
+        TypeError: anything else.
+    """
+    if value in choices and (value is not None or None in choices):
+        return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        key = value.strip()
+        key = key.lower() if ignore_case else key
+        for choice in choices:
+            if isinstance(choice, str) and (choice.lower() if ignore_case else choice) == key:
+                return choice
+        if aliases:
+            for alias, target in aliases.items():
+                if (alias.lower() if ignore_case else alias) == key:
+                    return target
+        raise ValueError(f"{where}: unknown {name} {value!r}; expected one of {tuple(choices)}")
+    raise TypeError(f"{where}: {name} must be one of {tuple(choices)}, got {_got(value)}")
+
+
+def check_callable(value: object, name: str, where: str, how: str = "") -> Callable[..., Any]:
+    """A callable; ``how`` describes the expected call (e.g. ``"as cell(z, x)"``)."""
+    if not callable(value):
+        raise TypeError(f"{where}: {name} must be callable{' ' + how if how else ''}, got {type(value).__name__}")
+    return value  # type: ignore[return-value]
+
+
+def check_tensor(
+    value: object,
+    name: str,
+    where: str,
+    *,
+    floating: bool = False,
+    batch: bool = False,
+    min_dim: int = 0,
+    finite: bool = False,
+) -> Tensor:
+    """A tensor; optionally floating-point, with a non-empty batch dimension first, of ``min_dim`` dimensions, finite.
+
+    Raises:
+        TypeError: not a tensor, or not floating-point when ``floating``.
+        ValueError: too few dimensions, an empty batch, NaN or Inf.
+    """
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{where}: {name} must be a floating-point tensor, got {value.dtype}")
+    if value.dim() < max(min_dim, 1 if batch else 0) or (batch and value.shape[0] == 0):
+        need = f"at least {max(min_dim, 1)} dimensions with a non-empty batch first" if batch else f"{min_dim}+ dims"
+        raise ValueError(f"{where}: {name} must have {need}, got shape {tuple(value.shape)}")
+    if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{where}: {name} contains NaN or Inf")
+    return value
+
+
+def check_images(x: object, where: str, name: str = "x") -> Tensor:
+    """A non-empty float batch (N, ...) of images with pixels in [0, 1] (normalisation lives inside the model)."""
+    x = check_tensor(x, name, where, floating=True, batch=True, min_dim=2)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{where}: {name} contains NaN or Inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -PIXEL_TOL or hi > 1 + PIXEL_TOL:
+        raise ValueError(
+            f"{where}: pixels of {name} must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}]"
+        )
+    return x
+
+
+def check_labels(y: object, n: int, where: str, name: str = "y") -> Tensor:
+    """Integer class labels of shape (n,)."""
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{where}: {name} must be a tensor of int64 labels, got {type(y).__name__}")
+    if y.dtype != torch.long:
+        raise TypeError(f"{where}: {name} must be int64 class labels, got {y.dtype}")
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"{where}: {name} must have shape ({n},), got {tuple(y.shape)}")
+    return y
