@@ -1,6 +1,6 @@
 """Training throughput on this CPU: a fast-mode epoch and a PGD-AT epoch, with a breakdown of where the time goes.
 
-* Fast mode: the book's fast-mode recipe (``deqlib.train.recipe("mnist5k", mode="fast")``: the conv DEQ, Anderson,
+* Fast mode: the book's fast-mode recipe (``deqlib.recipes.recipe("mnist5k", mode="fast")``: the conv DEQ, Anderson,
   max_iter 20, tol 1e-3, IFT gradient, batch 64, Adam) trained by ``deqlib.train.fit`` for one epoch on the
   4,000 mnist5k training digits (a leading part of them with ``--quick``).
 * PGD-AT: the same model and ``fit`` with ``deqlib.losses.PGDAT(eps=0.2, alpha=0.05, steps=7)`` (the settings of
@@ -94,7 +94,7 @@ def instrumented(timers: Timers) -> Iterator[None]:
 
 
 def build(seed: int = 0):
-    from deqlib.train import recipe
+    from deqlib.recipes import recipe
 
     r = recipe("mnist5k", mode="fast")
     train = data.load(r["dataset"], "train")
@@ -152,6 +152,8 @@ def one_run(kind: str, n_samples: int, profile_batches: int) -> Dict[str, Any]:
         "samples_per_s": n / total,
         "epoch_s_extrapolated": len(train) * total / n,
         "train_loss": hist["train_loss"][-1],
+        # mean steps per sample over ALL the epoch's forward / adjoint solves (fit's solve listener); with PGD-AT
+        # the attack's solves are counted too (runs recorded before this change counted the last solve of a batch)
         "solver_steps_mean": hist["solver_steps"][-1] if "solver_steps" in hist else None,
         "backward_steps_mean": hist["backward_steps"][-1] if "backward_steps" in hist else None,
         "breakdown": breakdown,
@@ -178,7 +180,7 @@ def run(*, quick: bool = False) -> Dict[str, Any]:
     pgd_n = 64 if quick else PGD_SAMPLES
     return {
         "settings": {
-            "recipe": "deqlib.train.recipe('mnist5k', mode='fast')",
+            "recipe": "deqlib.recipes.recipe('mnist5k', mode='fast')",
             "pgd": PGD,
             "device": "cpu",
             "fast_samples": fast_n,

@@ -1,24 +1,28 @@
 """deqlib: deep equilibrium models and their adversarial robustness.
 
-The layers, from the bottom up:
+The top-level namespace holds the core that chapters 1–3 teach; everything else is a module you import by name.
 
-- :mod:`deqlib.config` — the fast / full mode switch, device choice, seeding.
-- :mod:`deqlib.solvers` — ``fixed_point``, ``anderson``, ``broyden`` with one signature, and a registry.
+Core (``deqlib.<name>``):
+
+- :mod:`deqlib.config` — the fast / full mode switch, device choice, seeding (``set_mode``, ``choose``, ...).
+- :mod:`deqlib.solvers` — ``fixed_point``, ``anderson``, ``broyden`` with one signature, a registry, ``damped_steps``.
 - :mod:`deqlib.deq` — the :class:`DEQ` layer with implicit (IFT), phantom and unrolled gradients.
 - :mod:`deqlib.cells` — MLP and conv cells, the :class:`DEQClassifier` for [0, 1] images.
 - :mod:`deqlib.diagnostics` — spectral radius and Jacobian Frobenius norm at the fixed point.
 - :mod:`deqlib.data` — embedded ``digits`` / ``mnist5k`` and torchvision data sets.
-- :mod:`deqlib.train` — ``fit`` with progress, history, atomic resumable checkpoints; the book's recipes.
-- :mod:`deqlib.viz`, :mod:`deqlib.widgets` — figures and ipywidgets explorers (each with a static counterpart).
-- :mod:`deqlib.lyapunov` — ICNN, Lyapunov functions and the stable projection.
-- :mod:`deqlib.lyadeq` — the Lyapunov-stable DEQ (LyaDEQ, our reconstruction): stable cell, orthogonal head,
-  fixed-point collapse, certificate check.
-- :mod:`deqlib.attacks` — torchattacks adapters, AutoAttack standard, gradient switch, intermediate-state
-  attacks, robust accuracy (imported on first use: it needs torchattacks).
-- :mod:`deqlib.evaluate` — robustness reports and gradient-masking checks (imported on first use).
-- :mod:`deqlib.losses` — cross-entropy, PGD-AT, TRADES, entropy, random intermediate states.
-- :mod:`deqlib.dynamics` — intermediate-state predictions and entropy, early / averaged readouts, input
-  entropy reduction and an adaptive attack on it (imported on first use).
+- :mod:`deqlib.train` — ``fit`` with progress, history, atomic resumable checkpoints; :mod:`deqlib.checkpoint`.
+
+Imported by name (they need optional packages, or their chapter is not written yet):
+
+- :mod:`deqlib.viz`, :mod:`deqlib.widgets` — figures and ipywidgets explorers (matplotlib, ipywidgets).
+- :mod:`deqlib.recipes` — the book's standard training recipes (``python -m deqlib.train`` runs one).
+- :mod:`deqlib.threat` — L∞ / L2 balls around [0, 1] images: radii, norms, projection.
+- :mod:`deqlib.losses` — cross-entropy, PGD-AT, TRADES, entropy.
+- :mod:`deqlib.dynamics` — the solver's iterates as a trajectory: per-state predictions and entropy.
+- :mod:`deqlib.attacks` — torchattacks adapters, AutoAttack standard, gradient switch, DEQ-specific attacks.
+- :mod:`deqlib.evaluate` — robustness reports and gradient-masking checks.
+- :mod:`deqlib.lyapunov`, :mod:`deqlib.defenses` — Lyapunov functions; LyaDEQ, early / averaged readouts,
+  input entropy reduction, random intermediate states.
 
 Example:
     >>> import torch, deqlib
@@ -28,7 +32,7 @@ Example:
     True
 """
 
-from . import config, data, diagnostics, losses, lyadeq, lyapunov, solvers
+from . import checkpoint, config, data, diagnostics, solvers, train
 from .cells import (
     ConvCell,
     DEQClassifier,
@@ -38,96 +42,51 @@ from .cells import (
     conv_classifier,
     mlp_classifier,
 )
+from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint, save_model
 from .config import choose, get_mode, is_fast, seed_everything, select_device, set_mode
 from .deq import DEQ
 from .diagnostics import jacobian_frobenius, spectral_radius
-from .losses import PGDAT, TRADES, RandomDepthClassifier, cross_entropy, entropy, mean_entropy
-from .lyadeq import (
-    LyaDEQClassifier,
-    LyapunovStableCell,
-    certificate_check,
-    fixed_point_spread,
-    lyadeq_classifier,
-    orthogonal_head,
-    orthogonal_linear,
-)
-from .lyapunov import ICNN, LyapunovFunction, ReHU, StableDynamics, lyapunov_decrease, stable_projection
 from .solvers import (
     SolverDivergenceWarning,
     SolverInfo,
     anderson,
     available_solvers,
     broyden,
+    damped_steps,
     fixed_point,
     get_solver,
     register_solver,
 )
+from .train import History, evaluate_accuracy, fit
 
 __version__ = "0.1.0"
 
-# Imported on first use: attacks / evaluate / dynamics need torchattacks (installed with --no-deps, see README),
-# viz needs matplotlib and widgets ipywidgets (the [viz] extra); train is lazy so that `python -m deqlib.train`
-# does not import itself twice.
-_LAZY_MODULES = ("attacks", "evaluate", "dynamics", "viz", "widgets", "train", "checkpoint")
-_LAZY_NAMES = {
-    "fit": "train",
-    "History": "train",
-    "evaluate_accuracy": "train",
-    "recipe": "train",
-    "train_classifier": "train",
-    "CheckpointError": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "save_model": "checkpoint",
-    "load_model_state": "checkpoint",
-}
-
-
-def __getattr__(name: str):
-    import importlib
-
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name in _LAZY_NAMES:
-        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
-    raise AttributeError(f"module 'deqlib' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
-
-
 __all__ = [
-    "train",
+    # modules
     "checkpoint",
-    "viz",
-    "widgets",
-    "fit",
-    "History",
-    "evaluate_accuracy",
-    "recipe",
-    "train_classifier",
-    "CheckpointError",
-    "save_checkpoint",
-    "load_checkpoint",
-    "save_model",
-    "load_model_state",
-    "attacks",
-    "evaluate",
-    "dynamics",
-    "losses",
-    "PGDAT",
-    "TRADES",
-    "RandomDepthClassifier",
-    "cross_entropy",
-    "entropy",
-    "mean_entropy",
     "config",
     "data",
     "diagnostics",
-    "lyapunov",
-    "lyadeq",
     "solvers",
+    "train",
+    # the mode switch
+    "get_mode",
+    "set_mode",
+    "is_fast",
+    "choose",
+    "select_device",
+    "seed_everything",
+    # solvers
+    "fixed_point",
+    "anderson",
+    "broyden",
+    "damped_steps",
+    "SolverInfo",
+    "SolverDivergenceWarning",
+    "register_solver",
+    "get_solver",
+    "available_solvers",
+    # the layer and its cells
     "DEQ",
     "MLPCell",
     "ConvCell",
@@ -136,33 +95,15 @@ __all__ = [
     "mlp_classifier",
     "conv_classifier",
     "classifier_for",
-    "fixed_point",
-    "anderson",
-    "broyden",
-    "SolverInfo",
-    "SolverDivergenceWarning",
-    "register_solver",
-    "get_solver",
-    "available_solvers",
     "spectral_radius",
     "jacobian_frobenius",
-    "ReHU",
-    "ICNN",
-    "LyapunovFunction",
-    "stable_projection",
-    "StableDynamics",
-    "lyapunov_decrease",
-    "LyapunovStableCell",
-    "LyaDEQClassifier",
-    "lyadeq_classifier",
-    "orthogonal_linear",
-    "orthogonal_head",
-    "fixed_point_spread",
-    "certificate_check",
-    "get_mode",
-    "set_mode",
-    "is_fast",
-    "choose",
-    "select_device",
-    "seed_everything",
+    # training and checkpoints
+    "fit",
+    "History",
+    "evaluate_accuracy",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_model",
+    "load_model_state",
 ]

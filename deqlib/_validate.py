@@ -201,10 +201,10 @@ def check_images(x: object, where: str, name: str = "x") -> Tensor:
     x = check_tensor(x, name, where, floating=True, batch=True, min_dim=2)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{where}: {name} contains NaN or Inf")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
     if lo < -PIXEL_TOL or hi > 1 + PIXEL_TOL:
         raise ValueError(
-            f"{where}: pixels of {name} must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}]"
+            f"{where}: pixels must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}] in {name}"
         )
     return x
 
@@ -218,3 +218,18 @@ def check_labels(y: object, n: int, where: str, name: str = "y") -> Tensor:
     if tuple(y.shape) != (n,):
         raise ValueError(f"{where}: {name} must have shape ({n},), got {tuple(y.shape)}")
     return y
+
+
+def check_deq_classifier(model: object, where: str, name: str = "model") -> Any:
+    """A DEQ classifier (duck-typed): anything with ``inject``, ``deq`` and ``logits_from_state``.
+
+    Raises:
+        TypeError: one of the three is missing.
+    """
+    missing = [a for a in ("inject", "deq", "logits_from_state") if not hasattr(model, a)]
+    if missing:
+        raise TypeError(
+            f"{where}: {name} must be a DEQClassifier-like module (e.g. deqlib.cells.DEQClassifier); "
+            f"{type(model).__name__} lacks {missing}"
+        )
+    return model

@@ -13,15 +13,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from ._validate import check_choice, check_images, check_tensor
 from .deq import DEQ
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
 def _activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {tuple(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[check_choice(name, "activation", "cell", tuple(ACTIVATIONS))]()
 
 
 class MLPCell(nn.Module):
@@ -158,22 +157,13 @@ class DEQClassifier(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise a clear error unless x is a finite float batch of [0, 1] images of the expected shape."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"DEQClassifier: expected a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"DEQClassifier: expected float images in [0, 1], got dtype {x.dtype}")
+        check_tensor(x, "x (float images in [0, 1])", "DEQClassifier", floating=True)
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape or x.shape[0] == 0:
             raise ValueError(
                 f"DEQClassifier: expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("DEQClassifier: the input contains NaN or Inf")
-        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(
-                f"DEQClassifier: pixels must be in [0, 1] (normalisation is inside the model), got [{lo:.3g}, {hi:.3g}]"
-            )
+        check_images(x.detach(), "DEQClassifier")
 
     def inject(self, x: Tensor) -> Tensor:
         """The DEQ's input u for images x."""
@@ -265,6 +255,5 @@ def classifier_for(dataset: Any, kind: str = "mlp", **kwargs: Any) -> DEQClassif
         **kwargs: passed to :func:`mlp_classifier` / :func:`conv_classifier`.
     """
     builders = {"mlp": mlp_classifier, "conv": conv_classifier}
-    if kind not in builders:
-        raise ValueError(f"unknown classifier kind {kind!r}; expected one of {tuple(builders)}")
+    kind = check_choice(kind, "classifier kind", "classifier_for", tuple(builders))
     return builders[kind](dataset.image_shape, dataset.num_classes, mean=dataset.mean, std=dataset.std, **kwargs)

@@ -2,7 +2,7 @@
 
 A checkpoint is a plain ``dict`` of tensors and plain Python values (numbers, strings, lists, tuples,
 dicts, ``None``): model / optimizer / scheduler ``state_dict`` s, counters, a training history. Files are
-written atomically: the data go to a temporary file in the same folder, which is flushed, ``fsync`` ed and
+written atomically (:func:`deqlib._io.atomic_write`): the data go to a temporary file in the same folder, which is flushed, ``fsync`` ed and
 then renamed over the final name with ``os.replace``. A crash or an exception during a save therefore
 leaves either the previous file or the new one under the final name, never a half-written one.
 
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
+
+from ._io import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "save_model", "load_model_state", "FIT_FORMAT"]
 
@@ -39,38 +40,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint file exists but cannot be used: truncated, corrupt, not a dict, or unsafe to unpickle."""
 
 
-def _fsync_dir(folder: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_torch_save(path: PathLike, obj: Any) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_checkpoint(path: PathLike, state: Mapping[str, Any]) -> None:

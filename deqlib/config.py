@@ -14,6 +14,7 @@ Example:
     >>> config.set_mode("fast")
     >>> config.choose(fast=3, full=100)
     3
+    >>> config.set_mode(None)  # back to $DEQLIB_MODE, else the default
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Optional, TypeVar
 import numpy as np
 import torch
 
+from ._validate import check_choice, check_seed
+
 MODES = ("fast", "full")
 ENV_VAR = "DEQLIB_MODE"
 
@@ -34,10 +37,7 @@ T = TypeVar("T")
 
 
 def _check_mode(mode: str, source: str) -> str:
-    value = str(mode).strip().lower()
-    if value not in MODES:
-        raise ValueError(f"unknown mode {mode!r} from {source}: expected one of {MODES}")
-    return value
+    return check_choice(mode, "mode", source, MODES, ignore_case=True)
 
 
 def set_mode(mode: Optional[str]) -> None:
@@ -90,8 +90,7 @@ def select_device(device: Optional[str | torch.device] = None) -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices)."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_seed(seed, "seed_everything")
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -7,6 +7,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ._validate import check_int
+
 
 def spectral_radius(
     f: Callable[[Tensor], Tensor],
@@ -31,8 +33,7 @@ def spectral_radius(
     Returns:
         (N,) estimates of rho(J).
     """
-    if n_iter < 2:
-        raise ValueError(f"spectral_radius: n_iter must be >= 2, got {n_iter}")
+    n_iter = check_int(n_iter, "n_iter", "spectral_radius", minimum=2)
     n = z.shape[0]
     view = (n,) + (1,) * (z.dim() - 1)
     v = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)

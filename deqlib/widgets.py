@@ -7,7 +7,7 @@ static counterpart in :mod:`deqlib.viz` that shows the same thing without one; a
 explorer (live)                        static counterpart (web book)
 =====================================  ===============================================================
 :func:`fixed_point_explorer`           :func:`deqlib.viz.fixed_point_animation` (over the weight scale,
-                                       rendered with :func:`deqlib.viz.animation_to_html`) or
+                                       displayed with ``anim.to_jshtml()``) or
                                        :func:`deqlib.viz.fixed_point_small_multiples`
 :func:`solver_explorer`                :func:`deqlib.viz.solver_trace_grid` (small multiples over
                                        weight scale x solver)
@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 
-from . import viz
+from .viz import PlaneMap, plot_fixed_point_panel, plot_solver_trace
 
 __all__ = ["fixed_point_explorer", "solver_explorer"]
 
@@ -37,8 +37,23 @@ def _ipywidgets():
     return ipywidgets
 
 
+def _slider(widgets, cls, spec, description):
+    """A slider of class ``cls`` from (min, max, step, initial value), updated on release."""
+    lo, hi, step, value = spec
+    return cls(
+        min=lo,
+        max=hi,
+        step=step,
+        value=value,
+        description=description,
+        continuous_update=False,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width="360px"),
+    )
+
+
 def fixed_point_explorer(
-    make_f: Callable[[float, float], viz.PlaneMap],
+    make_f: Callable[[float, float], PlaneMap],
     z0,
     *,
     scale: Tuple[float, float, float, float] = (0.1, 3.0, 0.1, 0.5),
@@ -69,37 +84,51 @@ def fixed_point_explorer(
     """
     widgets = _ipywidgets()
 
-    def slider(cls, spec, description):
-        lo, hi, step, value = spec
-        return cls(
-            min=lo,
-            max=hi,
-            step=step,
-            value=value,
-            description=description,
-            continuous_update=False,
-            style={"description_width": "initial"},
-            layout=widgets.Layout(width="360px"),
-        )
-
     controls = {
-        "scale": slider(widgets.FloatSlider, scale, "weight scale s"),
-        "n_iter": slider(widgets.IntSlider, n_iter, "iterations K"),
+        "scale": _slider(widgets, widgets.FloatSlider, scale, "weight scale s"),
+        "n_iter": _slider(widgets, widgets.IntSlider, n_iter, "iterations K"),
     }
     if x is not None:
-        controls["x"] = slider(widgets.FloatSlider, x, "input x")
+        controls["x"] = _slider(widgets, widgets.FloatSlider, x, "input x")
 
     def draw(scale: float, n_iter: int, x: float = 0.0) -> None:
         fig, (ax_p, ax_r) = plt.subplots(
             1, 2, figsize=figsize, layout="constrained", gridspec_kw={"width_ratios": [1, 1.25]}
         )
-        viz.plot_fixed_point_panel(
+        plot_fixed_point_panel(
             make_f(scale, x), z0, n_iter, ax_p, ax_r, xlim=xlim, ylim=ylim, title=f"$s = {scale:.2f}$, $x = {x:.2f}$"
         )
         ax_r.set_title(f"{n_iter} iterations")
         plt.show()
 
     return widgets.interactive(draw, **controls)
+
+
+def _solver_controls(widgets, solvers, tols, tol, tau, scale) -> dict:
+    """The solver menu, the tolerance slider and the optional damping and weight-scale sliders."""
+    tols = [float(t) for t in tols]
+    if not tols:
+        raise ValueError("solver_explorer: tols must not be empty")
+    if float(tol) not in tols:
+        raise ValueError(f"solver_explorer: the initial tol {tol!r} is not one of tols {tols}")
+    if not solvers:
+        raise ValueError("solver_explorer: solvers must not be empty")
+    controls = {
+        "solver": widgets.Dropdown(options=list(solvers), value=list(solvers)[0], description="solver"),
+        "tol": widgets.SelectionSlider(
+            options=[(f"{t:.0e}", t) for t in tols],
+            value=float(tol),
+            description="tolerance",
+            continuous_update=False,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="360px"),
+        ),
+    }
+    if tau is not None:
+        controls["tau"] = _slider(widgets, widgets.FloatSlider, tau, "damping tau")
+    if scale is not None:
+        controls["scale"] = _slider(widgets, widgets.FloatSlider, scale, "weight scale s")
+    return controls
 
 
 def solver_explorer(
@@ -142,42 +171,7 @@ def solver_explorer(
         >>> w = solver_explorer(run)  # doctest: +SKIP
     """
     widgets = _ipywidgets()
-    tols = [float(t) for t in tols]
-    if not tols:
-        raise ValueError("solver_explorer: tols must not be empty")
-    if float(tol) not in tols:
-        raise ValueError(f"solver_explorer: the initial tol {tol!r} is not one of tols {tols}")
-    if not solvers:
-        raise ValueError("solver_explorer: solvers must not be empty")
-
-    def slider(cls, spec, description):
-        lo, hi, step, value = spec
-        return cls(
-            min=lo,
-            max=hi,
-            step=step,
-            value=value,
-            description=description,
-            continuous_update=False,
-            style={"description_width": "initial"},
-            layout=widgets.Layout(width="360px"),
-        )
-
-    controls = {
-        "solver": widgets.Dropdown(options=list(solvers), value=list(solvers)[0], description="solver"),
-        "tol": widgets.SelectionSlider(
-            options=[(f"{t:.0e}", t) for t in tols],
-            value=float(tol),
-            description="tolerance",
-            continuous_update=False,
-            style={"description_width": "initial"},
-            layout=widgets.Layout(width="360px"),
-        ),
-    }
-    if tau is not None:
-        controls["tau"] = slider(widgets.FloatSlider, tau, "damping tau")
-    if scale is not None:
-        controls["scale"] = slider(widgets.FloatSlider, scale, "weight scale s")
+    controls = _solver_controls(widgets, solvers, tols, tol, tau, scale)
 
     def draw(**values) -> None:
         info = run(**values)
@@ -185,7 +179,7 @@ def solver_explorer(
         parts = [values["solver"], f"tol {values['tol']:.0e}"]
         parts += [f"tau {values['tau']:.2f}"] if "tau" in values else []
         parts += [f"s {values['scale']:.2f}"] if "scale" in values else []
-        viz.plot_solver_trace(info, ax, max_lines=max_lines, ylim=ylim, title=", ".join(parts))
+        plot_solver_trace(info, ax, max_lines=max_lines, ylim=ylim, title=", ".join(parts))
         plt.show()
         summary = getattr(info, "summary", None)
         if callable(summary):

@@ -27,7 +27,8 @@ from typing import Any, Callable, Dict
 import torch
 
 import deqlib
-from deqlib import data, evaluate, lyadeq
+from deqlib import data, evaluate
+from deqlib.defenses import certificate_check, lyadeq_classifier
 from deqlib.losses import PGDAT, cross_entropy
 from deqlib.train import evaluate_accuracy, fit
 
@@ -49,7 +50,7 @@ def build(kind: str, train: data.ImageDataset) -> torch.nn.Module:
     torch.manual_seed(SEED)
     if kind == "deq":
         return deqlib.classifier_for(train, "mlp", **DEQ_OPTIONS)
-    return lyadeq.lyadeq_classifier(train, "mlp", **LYA_OPTIONS, **DEQ_OPTIONS)
+    return lyadeq_classifier(train, "mlp", **LYA_OPTIONS, **DEQ_OPTIONS)
 
 
 def loss_for(training: str) -> Callable:
@@ -101,7 +102,7 @@ def run_one(kind: str, training: str, train, x, y, args) -> Dict[str, Any]:
         "n_masking": args.n_masking,
     }
     if kind == "lyadeq":
-        cert = lyadeq.certificate_check(model, x[:200], steps=30)
+        cert = certificate_check(model, x[:200], steps=30)
         out["certificate"] = {k: v for k, v in cert.items() if k != "per_step"}
     return out
 

@@ -12,13 +12,14 @@ import torch
 
 import deqlib
 from deqlib.evaluate import save_json
+from deqlib.recipes import train_classifier
 
 OUT = Path(__file__).resolve().parent / "results" / "solver_nfev.json"
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    model, _, acc = deqlib.train_classifier("mnist5k", mode="fast", seed=0, progress=False)
+    model, _, acc = train_classifier("mnist5k", mode="fast", seed=0, progress=False)
     x, _ = deqlib.data.load("mnist5k", "test").subset(256, seed=0).tensors()
     with torch.no_grad():
         u = model.inject(x)

@@ -4,6 +4,7 @@ two epochs (a few seconds on one thread)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -19,12 +20,13 @@ from deqlib.attacks import (
     attack_gradient,
     autoattack_standard,
     make_attack,
-    perturbation_norm,
     robust_accuracy,
 )
+from deqlib.attacks.builder import ADAPTERS, REQUIRED
 from deqlib.cells import classifier_for
 from deqlib.data import load
 from deqlib.deq import DEQ
+from deqlib.threat import perturbation_norm
 
 TOL = 1e-6
 
@@ -125,7 +127,7 @@ def test_multiattack_combines_deq_and_torchattacks_attacks(model, batch):
 # ---------------------------------------------------------------------------------------------------- validation
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd_ce", "apgd_t", "fab_t", "square", "autoattack"])
 def test_negative_and_wrong_scale_eps(model, name):
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
         make_attack(name, model, -0.1)
     with pytest.raises(ValueError, match=r"wrong scale.*\[0, 1\]"):
         make_attack(name, model, 8)
@@ -140,11 +142,11 @@ def test_bad_parameters_give_clear_errors(model, batch):
         make_attack("pgdd", model, 0.1)
     with pytest.raises(TypeError, match=r"unknown parameter\(s\) \['iters'\].*'steps'"):
         make_attack("pgd", model, 0.1, iters=10)
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         make_attack("pgd", model, 0.1, steps=0)
     with pytest.raises(TypeError, match="steps must be an int"):
         make_attack("pgd", model, 0.1, steps=2.5)
-    with pytest.raises(ValueError, match="alpha .* must be > 0"):
+    with pytest.raises(ValueError, match=r"alpha \(step size\) must be a finite number > 0"):
         make_attack("pgd", model, 0.1, alpha=0.0)
     with pytest.raises(ValueError, match="wrong scale"):
         make_attack("pgd", model, 8 / 255, alpha=2)  # 2 instead of 2/255
@@ -152,10 +154,10 @@ def test_bad_parameters_give_clear_errors(model, batch):
         make_attack("pgd", model, 0.1, gradient="implicit")
     with pytest.raises(ValueError, match="n_target_classes must be <= n_classes - 1"):
         A.apgd_t(model, 0.1, n_classes=10, n_target_classes=10)
-    with pytest.raises(ValueError, match="eps must be finite"):
+    with pytest.raises(ValueError, match="eps must be a finite number"):
         A.pgd(model, float("nan"))
-    with pytest.raises(ValueError, match="tau must be in"):
-        IntermediateStateAttack(model, 0.1, state_index=1, tau=0.0)
+    with pytest.raises(ValueError, match=r"phantom_tau must be a finite number > 0 and <= 1"):
+        IntermediateStateAttack(model, 0.1, state_index=1, phantom_tau=0.0)
     with pytest.raises(ValueError, match="at least one state index"):
         EnsembleIntermediateAttack(model, 0.1, state_indices=())
     with pytest.raises(TypeError, match="needs a DEQ classifier"):
@@ -193,6 +195,47 @@ def test_registry_names_and_registration(model):
     assert make_attack("test-only-pgd", model, 0.1, steps=2).steps == 2
     with pytest.raises(ValueError, match="already registered"):
         A.register_attack("test_only_pgd", lambda model, eps: None)
+
+
+ADAPTER_FUNCTIONS = {
+    "fgsm": A.fgsm,
+    "pgd": A.pgd,
+    "pgd_l2": A.pgd_l2,
+    "cw": A.cw,
+    "apgd_ce": A.apgd_ce,
+    "apgd_t": A.apgd_t,
+    "fab_t": A.fab_t,
+    "square": A.square,
+    "autoattack": A.autoattack_standard,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTER_FUNCTIONS))
+def test_the_parameter_table_matches_the_adapters(model, name):
+    """The table cannot drift from the functions: same arguments, same defaults, every argument recorded."""
+    spec = ADAPTERS[name]
+    fn = ADAPTER_FUNCTIONS[name]
+    signature = inspect.signature(fn).parameters
+    assert list(signature)[0] == "model"
+    assert set(spec.params) == set(signature) - {"model"}
+    assert {k: p.default for k, p in spec.params.items()} == {
+        k: p.default for k, p in signature.items() if k != "model"
+    }
+    assert spec.params["eps"].default is REQUIRED
+    assert set(A.attack_options(name)) | {"eps"} == set(spec.params)
+    atk = fn(model, 0.1)
+    fixed = set(spec.record) | {"norm"} | ({"attacks"} if spec.members else set())
+    assert set(atk._deqlib_params) == set(spec.params) | fixed
+    assert A.attack_name(atk) == name
+    assert isinstance(atk, spec.cls)
+    json.dumps(A.attack_params(atk))
+
+
+def test_pgd_in_l2_is_the_pgd_l2_entry(model):
+    atk = A.pgd(model, 0.5, norm="l2", steps=3)
+    assert isinstance(atk, torchattacks.PGDL2) and atk.norm == "L2" and A.attack_name(atk) == "pgd_l2"
+    assert set(atk._deqlib_params) == set(ADAPTERS["pgd_l2"].params) | {"norm"}
+    assert A.attack_params(atk) == A.attack_params(A.pgd_l2(model, 0.5, steps=3))
 
 
 # ---------------------------------------------------------------------------------------------------- AutoAttack
@@ -280,16 +323,16 @@ def _loss_grad(model, x, y, gradient):
 
 
 def test_intermediate_at_the_fixed_point_is_the_exact_gradient(model, batch):
-    """tau = 1, a state past convergence and K = 60 unrolled steps: the truncated Neumann series of the implicit
+    """tau = 1, a state past convergence and k = 60 damped steps: the truncated Neumann series of the implicit
     gradient. It must match PGD's unrolled (and IFT) input gradient, and the attacks must take the same steps."""
     x, y = batch
     g_unroll = _loss_grad(model, x, y, "unroll")
     g_ift = _loss_grad(model, x, y, "ift")
-    atk = IntermediateStateAttack(model, 0.1, alpha=0.02, steps=5, state_index=200, unroll_steps=60, tau=1.0)
+    atk = IntermediateStateAttack(model, 0.1, alpha=0.02, steps=5, state_index=200, phantom_steps=60, phantom_tau=1.0)
     g = atk.input_gradient(x, y)
     assert _rel(g, g_unroll) < 1e-3 and _rel(g, g_ift) < 1e-3
     # a real difference is detected: an early state with one unrolled step gives another gradient
-    early = IntermediateStateAttack(model, 0.1, steps=5, state_index=0, unroll_steps=1, tau=1.0)
+    early = IntermediateStateAttack(model, 0.1, steps=5, state_index=0, phantom_steps=1, phantom_tau=1.0)
     assert _rel(early.input_gradient(x, y), g_unroll) > 0.2
     # same random start (same seed), same signed steps, same projection -> the same adversarial images
     torch.manual_seed(123)
@@ -317,15 +360,15 @@ def test_intermediate_state_index_counts_solver_steps(digits, batch):
     for _ in range(k):
         z = (1 - tau) * z + tau * m.deq.cell(z, u)
     (ref,) = torch.autograd.grad(F.cross_entropy(m.logits_from_state(z), y, reduction="sum"), xr)
-    atk = IntermediateStateAttack(m, 0.1, state_index=i, unroll_steps=k, tau=tau)
+    atk = IntermediateStateAttack(m, 0.1, state_index=i, phantom_steps=k, phantom_tau=tau)
     assert torch.allclose(atk.input_gradient(x, y), ref, atol=1e-6, rtol=1e-5)
-    other = IntermediateStateAttack(m, 0.1, state_index=i + 1, unroll_steps=k, tau=tau)
+    other = IntermediateStateAttack(m, 0.1, state_index=i + 1, phantom_steps=k, phantom_tau=tau)
     assert not torch.allclose(other.input_gradient(x, y), ref, atol=1e-6, rtol=1e-5)
 
 
 def test_ensemble_sums_the_input_gradients(model, batch):
     x, y = batch
-    kw = dict(unroll_steps=3, tau=0.5)
+    kw = dict(phantom_steps=3, phantom_tau=0.5)
     ens = EnsembleIntermediateAttack(model, 0.1, state_indices=(1, 4), **kw)
     parts = [IntermediateStateAttack(model, 0.1, state_index=i, **kw).input_gradient(x, y) for i in (1, 4)]
     assert torch.allclose(ens.input_gradient(x, y), parts[0] + parts[1], atol=1e-6, rtol=1e-5)

@@ -97,7 +97,7 @@ def test_embedded_shapes_dtypes_sizes(name: str) -> None:
 
 @pytest.mark.parametrize("name", data.EMBEDDED)
 def test_embedded_split_is_a_stratified_partition(name: str) -> None:
-    source_X, source_y = data._embedded_source(name)
+    source_X, source_y = data.embedded.source(name)
     train, test = data.load(name, "train"), data.load(name, "test")
     # Disjoint, and together exactly the source (the source's images are all distinct).
     h_train, h_test = _row_hashes(train.images), _row_hashes(test.images)
@@ -107,7 +107,7 @@ def test_embedded_split_is_a_stratified_partition(name: str) -> None:
     assert set(h_train) | set(h_test) == set(h_source)
     assert len(set(h_train)) == len(train) and len(set(h_test)) == len(test)
     # The same in index terms, against the full source arrays.
-    i_train, i_test = data._embedded_split(name)
+    i_train, i_test = data.embedded.split_indices(name)
     assert not set(i_train.tolist()) & set(i_test.tolist())
     assert sorted(i_train.tolist() + i_test.tolist()) == list(range(len(source_y)))
     assert np.array_equal(train.images.numpy(), source_X[i_train])
@@ -132,14 +132,14 @@ PINNED_TEST_HEAD = {
 def test_embedded_split_is_fixed(name: str) -> None:
     a_train, a_test = data.load(name, "train"), data.load(name, "test")
     # Recompute from scratch under a different global RNG state.
-    data._embedded_split.cache_clear()
-    data._embedded_stats.cache_clear()
+    data.embedded.split_indices.cache_clear()
+    data.embedded.stats.cache_clear()
     np.random.seed(12345)
     torch.manual_seed(12345)
     b_train, b_test = data.load(name, "train"), data.load(name, "test")
     assert torch.equal(a_train.images, b_train.images) and torch.equal(a_train.labels, b_train.labels)
     assert torch.equal(a_test.images, b_test.images) and torch.equal(a_test.labels, b_test.labels)
-    assert data._embedded_split(name)[1][:8].tolist() == PINNED_TEST_HEAD[name]
+    assert data.embedded.split_indices(name)[1][:8].tolist() == PINNED_TEST_HEAD[name]
 
 
 @pytest.mark.parametrize("name", data.EMBEDDED)
@@ -206,8 +206,11 @@ def test_subset_is_stratified_seeded_deterministic() -> None:
     assert not torch.equal(other.images, sub.images)
     # Edge cases.
     assert torch.equal(test.subset(len(test)).labels.sort().values, test.labels.sort().values)
-    for bad in (0, len(test) + 1, -5, 2.5, True):
+    for bad in (0, len(test) + 1, -5):
         with pytest.raises(ValueError, match="n must be"):
+            test.subset(bad)
+    for bad in (2.5, True):  # a wrong type is a TypeError (deqlib's one validation policy)
+        with pytest.raises(TypeError, match="n must be"):
             test.subset(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="seed"):
         test.subset(10, seed=-1)
@@ -224,7 +227,7 @@ def test_image_dataset_validates_inputs() -> None:
     assert ok.image_shape == (1, 2, 2) and ok.labels.dtype == torch.int64
     with pytest.raises(ValueError, match="4-d"):
         data.ImageDataset(torch.zeros(3, 2, 2), torch.tensor([0, 1, 1]), **kw)
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(TypeError, match="float32"):
         data.ImageDataset(torch.zeros(3, 1, 2, 2, dtype=torch.float64), torch.tensor([0, 1, 1]), **kw)
     with pytest.raises(ValueError, match="labels must have shape"):
         data.ImageDataset(torch.zeros(3, 1, 2, 2), torch.tensor([0, 1]), **kw)
@@ -256,9 +259,10 @@ def test_unknown_name_lists_available() -> None:
 
 @pytest.mark.parametrize("split", ["val", "validation", "", None])
 def test_unknown_split(split) -> None:
-    with pytest.raises(ValueError, match="unknown split"):
+    error = TypeError if split is None else ValueError  # a wrong type is a TypeError
+    with pytest.raises(error, match="unknown split" if split is not None else "split must be one of"):
         data.load("digits", split)
-    with pytest.raises(ValueError, match="unknown split"):
+    with pytest.raises(error, match="unknown split" if split is not None else "split must be one of"):
         data.load("mnist", split, root="/nonexistent", download=False)
 
 

@@ -23,6 +23,7 @@ from deqlib.evaluate import (
     evaluate_robustness,
     masking_checks,
     save_json,
+    to_jsonable,
 )
 
 
@@ -128,6 +129,31 @@ def test_save_json_is_atomic_and_strict(tmp_path):
     assert os.listdir(tmp_path) == ["r.json"]
 
 
+def test_json_helpers_are_the_one_copy_in_io():
+    from deqlib import _io
+
+    assert save_json is _io.save_json and to_jsonable is _io.to_jsonable
+
+
+def test_arguments_follow_the_validation_policy(model, batch):
+    """Wrong type: TypeError; wrong value: ValueError; the message starts with the function's name (no compute)."""
+    x, y = batch
+    with pytest.raises(TypeError, match="^evaluate_robustness: x must be a torch.Tensor"):
+        evaluate_robustness(model, x.numpy(), y, ["pgd"], [0.1])
+    with pytest.raises(ValueError, match="^evaluate_robustness: batch_size"):
+        evaluate_robustness(model, x, y, ["pgd"], [0.1], batch_size=0)
+    with pytest.raises(TypeError, match="^check_monotone_eps: seed"):
+        check_monotone_eps(model, x, y, [0.1], seed="0")
+    with pytest.raises(ValueError, match="^check_large_eps: tol_samples"):
+        check_large_eps(model, x, y, tol_samples=-1)
+    with pytest.raises(ValueError, match="^masking_checks: y must have shape"):
+        masking_checks(model, x, y[:3], 0.1)
+    with pytest.raises(TypeError, match="^masking_checks: budget"):
+        masking_checks(model, x, y, 0.1, budget="1")
+    with pytest.raises(ValueError, match="^check_gradient_choices: max_gap"):
+        check_gradient_choices(model, x, y, 0.1, max_gap=2.0)
+
+
 # ---------------------------------------------------------------------------------------------------- masking checks
 def test_masking_checks_tiny_budget(model, batch):
     x, y = batch
@@ -186,7 +212,7 @@ def test_monotone_and_gradient_checks_report_numbers(model, batch):
     x, y = batch
     mono = check_monotone_eps(model, x, y, [0.2, 0.0, 0.1], steps=2)
     assert mono["eps"] == [0.0, 0.1, 0.2] and mono["passed"]
-    grads = check_gradient_choices(model, x, y, 0.1, steps=2, state_indices=(2,), unroll_steps=2)
+    grads = check_gradient_choices(model, x, y, 0.1, steps=2, state_indices=(2,), phantom_steps=2)
     assert set(grads["accuracy"]) == {"pgd_ift", "pgd_phantom", "pgd_unroll", "intermediate_2"}
     assert grads["strongest"] in grads["accuracy"]
     assert grads["gap_to_ift"] == pytest.approx(grads["accuracy"]["pgd_ift"] - min(grads["accuracy"].values()))

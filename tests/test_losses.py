@@ -1,4 +1,5 @@
-"""Tests for deqlib.losses: cross-entropy, entropy, PGD-AT, TRADES and the random-depth classifier.
+"""Tests for deqlib.losses: cross-entropy, entropy, PGD-AT and TRADES (the random-depth classifier's tests, which train
+with them, are in test_defenses_random_depth.py).
 
 The slow test trains two DEQs on mnist5k (standard and PGD-AT) and checks that adversarial training raises the
 PGD robust accuracy clearly (about a minute on a quiet 2-core CPU).
@@ -11,42 +12,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _digits_deq import fit_briefly as _train
 from torch import nn
 
 from deqlib import data
 from deqlib.cells import classifier_for
-from deqlib.losses import (
-    PGDAT,
-    TRADES,
-    RandomDepthClassifier,
-    check_attack_params,
-    cross_entropy,
-    damped_steps,
-    entropy,
-    mean_entropy,
-    project,
-    solver_iterate,
-)
+from deqlib.losses import PGDAT, TRADES, cross_entropy, entropy, mean_entropy
+from deqlib.threat import project
 
 TOL = 1e-6  # float32 rounding of x + delta
-
-
-def _train(
-    model: nn.Module, X, y, loss_fn, *, epochs: int, lr: float = 1e-2, batch: int = 64, seed: int = 0
-) -> nn.Module:
-    """A minimal training loop with the fit protocol loss_fn(model, x, y) -> (loss, logits)."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), batch):
-            idx = perm[i : i + batch]
-            loss, _ = loss_fn(model, X[idx], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +34,6 @@ def trained(digits):
     train, (X, y), _ = digits
     torch.manual_seed(0)
     return _train(classifier_for(train, "mlp", width=32), X, y, cross_entropy, epochs=3)
-
-
-def _untrained(train, seed: int = 0, **kw):
-    torch.manual_seed(seed)
-    return classifier_for(train, "mlp", width=32, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- basics
@@ -197,22 +166,22 @@ def test_losses_work_for_any_classifier():
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, match, error",
     [
-        (dict(eps=-0.1, alpha=0.1, steps=3), "eps"),
-        (dict(eps=8, alpha=2, steps=3), "wrong scale"),
-        (dict(eps=float("nan"), alpha=0.1, steps=3), "eps"),
-        (dict(eps=0.1, alpha=0.0, steps=3), "alpha"),
-        (dict(eps=0.1, alpha=-1.0, steps=3), "alpha"),
-        (dict(eps=0.1, alpha=0.1, steps=0), "steps"),
-        (dict(eps=0.1, alpha=0.1, steps=2.5), "steps"),
-        (dict(eps=0.1, alpha=0.1, steps=True), "steps"),
-        (dict(eps=0.1, alpha=0.1, steps=3, norm="L1"), "norm"),
+        (dict(eps=-0.1, alpha=0.1, steps=3), "eps", ValueError),
+        (dict(eps=8, alpha=2, steps=3), "wrong scale", ValueError),
+        (dict(eps=float("nan"), alpha=0.1, steps=3), "eps", ValueError),
+        (dict(eps=0.1, alpha=0.0, steps=3), "alpha", ValueError),
+        (dict(eps=0.1, alpha=-1.0, steps=3), "alpha", ValueError),
+        (dict(eps=0.1, alpha=0.1, steps=0), "steps", ValueError),
+        (dict(eps=0.1, alpha=0.1, steps=2.5), "steps", TypeError),  # a float where an int belongs: a wrong type
+        (dict(eps=0.1, alpha=0.1, steps=True), "steps", TypeError),  # bools are refused as numbers
+        (dict(eps=0.1, alpha=0.1, steps=3, norm="L1"), "norm", ValueError),
     ],
 )
-def test_attack_parameters_are_validated(kwargs, match):
+def test_attack_parameters_are_validated(kwargs, match, error):
     for cls in (PGDAT, TRADES):
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(error, match=match):
             cls(**kwargs)
     PGDAT(eps=2.0, alpha=0.5, steps=3, norm="L2")  # L2 radii above 1 are fine
     with pytest.raises(ValueError, match="beta"):
@@ -226,11 +195,13 @@ def test_bad_batches_are_rejected():
     at = PGDAT(0.1, 0.1, 2)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         at.perturb(model, torch.full((2, 1, 2, 2), 3.0), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="y must"):
+    with pytest.raises(TypeError, match="y must"):  # float labels: a wrong type
         at.perturb(model, torch.rand(2, 1, 2, 2), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="y must"):
+        at.perturb(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1, 1]))
     with pytest.raises(TypeError, match="logits"):
         at.perturb(nn.Identity(), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
-    check_attack_params("x", 0.0, 1.0, 1)
+    PGDAT(0.0, 1.0, 1)  # eps = 0, alpha = 1, one step: the smallest valid settings
 
 
 def test_project_l2_and_linf():
@@ -239,90 +210,6 @@ def test_project_l2_and_linf():
     assert ((project(far, x, 0.1) - x).abs() <= 0.1 + TOL).all()
     d = (project(far, x, 0.2, "L2") - x).flatten(1).norm(dim=1)
     assert (d <= 0.2 + TOL).all()
-
-
-# ---------------------------------------------------------------------------------------------- random depth
-
-
-def test_random_depth_varies_in_train_and_not_in_eval(digits):
-    train, _, (x, _) = digits
-    model = RandomDepthClassifier(_untrained(train), max_depth=8, generator=torch.Generator().manual_seed(0))
-    model.train()
-    depths = []
-    for _ in range(120):
-        assert model(x[:4]).shape == (4, 10)
-        depths.append(model.last_depth)
-    assert set(depths) == set(range(1, 9))
-    model.eval()
-    for _ in range(10):
-        model(x[:4])
-        assert model.last_depth == 8
-    model3 = RandomDepthClassifier(_untrained(train), eval_depth=3).eval()
-    outs = [model3(x[:4]) for _ in range(3)]
-    assert model3.last_depth == 3 and all(torch.equal(o, outs[0]) for o in outs)
-
-
-def test_random_depth_draws_are_reproducible_with_a_generator(digits):
-    train, _, (x, _) = digits
-    draws = []
-    for _ in range(2):
-        m = RandomDepthClassifier(_untrained(train), generator=torch.Generator().manual_seed(5)).train()
-        draws.append([m.draw_depth() for _ in range(20)])
-    assert draws[0] == draws[1]
-
-
-def test_random_depth_forward_is_phantom_steps_from_the_solver_iterate(digits):
-    train, _, (x, _) = digits
-    base = _untrained(train)
-    model = RandomDepthClassifier(base, eval_depth=3, phantom_steps=4, tau=0.5).eval()
-    u = base.inject(x)
-    _, info = base.solve(x, record=True, max_iter=3)
-    z3 = info.trajectory[3]
-    assert torch.equal(solver_iterate(base.deq, u, 3), z3)
-    z = z3
-    for _ in range(4):
-        z = 0.5 * z + 0.5 * base.deq.cell(z, u)
-    assert torch.allclose(model(x), base.head(z), atol=1e-6)
-    assert torch.allclose(damped_steps(base.deq.cell, z3, u, 4, 0.5), z, atol=1e-6)
-
-
-def test_random_depth_gradients_reach_parameters_and_input(digits):
-    train, _, (x, y) = digits
-    model = RandomDepthClassifier(_untrained(train)).train()
-    xr = x[:8].clone().requires_grad_()
-    F.cross_entropy(model(xr), y[:8]).backward()
-    assert xr.grad is not None and xr.grad.abs().sum() > 0
-    inner = model.model
-    for name in ("injection.1.weight", "deq.cell.linear.weight", "head.weight"):
-        g = dict(inner.named_parameters())[name].grad
-        assert g is not None and g.abs().sum() > 0, name
-
-
-def test_random_depth_validates_its_arguments(digits):
-    train, _, _ = digits
-    m = _untrained(train)
-    for kwargs in (dict(max_depth=0), dict(eval_depth=0), dict(phantom_steps=0), dict(tau=0.0), dict(tau=1.5)):
-        with pytest.raises(ValueError):
-            RandomDepthClassifier(m, **kwargs)
-    with pytest.raises(TypeError, match="DEQClassifier"):
-        RandomDepthClassifier(nn.Linear(2, 2))
-    with pytest.raises(TypeError, match="Generator"):
-        RandomDepthClassifier(m, generator=0)
-
-
-@pytest.mark.parametrize("loss_cls", [PGDAT, TRADES])
-def test_inner_attack_runs_on_the_random_depth_model(digits, loss_cls):
-    """Given the wrapper (in train mode, as during fit), every forward of the attack draws its own depth."""
-    train, _, (x, y) = digits
-    model = RandomDepthClassifier(_untrained(train), generator=torch.Generator().manual_seed(1)).train()
-    depths = []
-    model.register_forward_hook(lambda mod, inp, out: depths.append(mod.last_depth))
-    loss, _ = loss_cls(eps=0.1, alpha=0.04, steps=6)(model, x[:8], y[:8])
-    calls = 7 if loss_cls is PGDAT else 9  # PGD: 6 steps + loss; TRADES: p(x) + 6 steps + 2 in the loss
-    assert len(depths) == calls
-    assert len(set(depths)) >= 3
-    loss.backward()
-    assert model.training
 
 
 # ---------------------------------------------------------------------------------------------- the key test

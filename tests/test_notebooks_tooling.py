@@ -3,7 +3,8 @@
 - every chapter notebook's Colab badge and install cell match ``_config.yml`` (``tools/colab.py --check``);
 - committed notebooks carry outputs only in ``# NBVAL_CHECK_OUTPUT`` cells (``tools/nbclean.py --check``);
 - ``tools/colab.py`` writes what it promises (guarded install, --no-deps, one source of the URL), idempotently;
-- ``deqlib.viz`` draws every figure without a display, and its HTML animations load nothing from other hosts;
+- ``deqlib.viz`` draws every figure without a display, and the book's build makes its animations load nothing
+  from other hosts (``book/_ext/book_html.py``), the way chapter 1 displays them;
 - ``deqlib.widgets`` builds its explorers.
 
 The notebooks themselves run under ``pytest --nbval-lax notebooks/`` (see book/setup.md).
@@ -43,6 +44,13 @@ def _load_tool(name):
 
 colab = _load_tool("colab")
 nbclean = _load_tool("nbclean")
+
+
+def _load_book_extension():
+    spec = importlib.util.spec_from_file_location("book_ext_book_html", ROOT / "book" / "_ext" / "book_html.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)
@@ -203,12 +211,30 @@ def test_project_2d_keeps_shape_and_spread():
     assert np.allclose(proj.reshape(-1, 2).mean(0), 0, atol=1e-9)
 
 
+def _chapter_one_animation_cell():
+    nb = json.loads((ROOT / "notebooks" / "01_from_deep_networks_to_equilibria.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if "viz.fixed_point_animation(" in "".join(c["source"])]
+    assert len(cells) == 1, "chapter 1 shows one animation"
+    return cells[0]
+
+
 def test_animation_html_is_self_contained():
+    """The player as chapter 1 displays it, after the book's build rewrote the page: nothing from another host."""
+    cell = _chapter_one_animation_cell()
+    assert "plt.close()" in cell and "HTML(anim.to_jshtml())" in cell
     anim = viz.fixed_point_animation(_toy, Z0, [0.5, 1.5], n_iter=5)
-    html = viz.animation_to_html(anim)
+    plt.close()  # as chapter 1 does: the figure is only the frame buffer
+    raw = anim.to_jshtml()
+    assert re.search(r"<link[^>]*font-awesome", raw), "matplotlib's player no longer links Font Awesome: update"
+    book_html = _load_book_extension()
+    context = {"body": f"<section><p>before</p>{raw}<p>after</p></section>"}
+    book_html._offline_players(None, "notebooks/01", "page.html", context, None)
+    html = context["body"]
     assert "<img" in html and 'class="animation"' in html
     assert not re.search(r"https?://", html), "the player must not load anything from another host"
     assert "fa fa-" not in html and html.count("anim-icon") == 9
+    assert html.startswith("<section><p>before</p>") and html.endswith("<p>after</p></section>")
+    assert book_html.offline_players(html) == html  # idempotent: a page without a player is left alone
     assert plt.get_fignums() == []  # the frame buffer figure is closed
 
 

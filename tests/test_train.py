@@ -1,4 +1,5 @@
-"""deqlib.train and deqlib.checkpoint: atomic checkpoints, exact resume, history, bad inputs, accuracy."""
+"""deqlib.train and deqlib.checkpoint: atomic checkpoints, exact resume, history, settings, solver statistics,
+bad inputs, accuracy. The recipes and the command line are in test_recipes.py."""
 
 import json
 import math
@@ -16,7 +17,7 @@ from deqlib.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from deqlib.train import History, evaluate_accuracy, fit, recipe, train_classifier
+from deqlib.train import FitSettings, History, evaluate_accuracy, fit
 
 SMALL = dict(epochs=3, lr=3e-3, batch_size=128, scheduler="cosine", seed=7, progress=False, device="cpu")
 
@@ -271,7 +272,7 @@ def test_resume_refuses_incompatible_settings(tmp_path, digits):
     "kwargs, exc, match",
     [
         ({"epochs": 0}, ValueError, "epochs"),
-        ({"epochs": 2.5}, ValueError, "epochs"),
+        ({"epochs": 2.5}, TypeError, "epochs"),
         ({"lr": 0.0}, ValueError, "lr"),
         ({"lr": -1e-3}, ValueError, "lr"),
         ({"batch_size": 0}, ValueError, "batch_size"),
@@ -297,8 +298,6 @@ def test_bad_data_and_bad_loss_output(digits):
         fit(small_model(train), [1, 2, 3], **SMALL)
     with pytest.raises(TypeError, match="scalar"):
         fit(small_model(train), train, loss_fn=lambda m, x, y: m(x), **SMALL)
-    with pytest.raises(ValueError, match="no recipe"):
-        recipe("imagenet", mode="fast")
 
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, digits):
@@ -346,13 +345,117 @@ def test_user_dataloader_is_used_as_is(digits):
     assert seen == [100] * 5 + [12]
 
 
-# ---------------------------------------------------------------------------------------------------- accuracy
+# ---------------------------------------------------------------------------------------------------- settings
 
 
-@pytest.mark.slow
-def test_fast_mode_deq_reaches_95_percent_on_mnist5k():
-    model, history, acc = train_classifier("mnist5k", mode="fast", seed=0, progress=False)
-    print(f"mnist5k fast-mode DEQ: test accuracy {acc:.4f}; history {history.to_dict()}")
-    assert history.num_epochs == recipe("mnist5k", mode="fast")["fit"]["epochs"]
-    assert all(s > 0 for s in history["solver_steps"])
-    assert acc >= 0.95
+def test_settings_object_is_the_same_call_as_keywords(digits):
+    train, _ = digits
+    h_kw = fit(small_model(train), train, **{**SMALL, "epochs": 1})
+    settings = FitSettings(**{**SMALL, "epochs": 1})
+    h_obj = fit(small_model(train), train, settings=settings)
+    h_mix = fit(small_model(train), train, settings=FitSettings(**{**SMALL, "epochs": 1, "lr": 1.0}), lr=SMALL["lr"])
+    for key in ("train_loss", "train_acc", "solver_steps", "backward_steps", "lr"):
+        assert h_kw[key] == h_obj[key] == h_mix[key], key
+
+
+def test_settings_validation_policy():
+    assert FitSettings(epochs=1, optimizer="SGD", scheduler="OneCycle").optimizer == "sgd"
+    assert FitSettings(epochs=1, scheduler=None).resume_keys()[-1] == "own_loader"
+    assert FitSettings(epochs=1).resume_keys()[-1] == "epochs"  # the cosine schedule depends on epochs
+    for kwargs, exc, match in [
+        ({"epochs": "3"}, TypeError, "fit: epochs must be an int"),
+        ({"epochs": True}, TypeError, "epochs"),
+        ({"lr": "1e-3"}, TypeError, "lr"),
+        ({"lr": float("nan")}, ValueError, "lr"),
+        ({"optimizer": 3}, TypeError, "optimizer"),
+        ({"scheduler": "linear"}, ValueError, "scheduler"),
+        ({"grad_clip": -1.0}, ValueError, "grad_clip"),
+        ({"seed": 2**32}, ValueError, "seed"),
+        ({"resume": "yes"}, TypeError, "resume"),
+        ({"progress": 1}, TypeError, "progress"),
+        ({"log": "print"}, TypeError, "log"),
+        ({"checkpoint": 3}, TypeError, "checkpoint"),
+        ({"device": 0}, TypeError, "device"),
+    ]:
+        with pytest.raises(exc, match=match):
+            FitSettings(**{"epochs": 1, **kwargs})
+    with pytest.raises(TypeError, match="missing the required setting epochs"):
+        fit(torch.nn.Linear(2, 2), (torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)), lr=1e-3)
+    with pytest.raises(TypeError, match="settings must be a FitSettings"):
+        fit(torch.nn.Linear(2, 2), (torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)), settings={"epochs": 1})
+
+
+# ---------------------------------------------------------------------------------------------------- solver statistics
+
+
+class Recorder:
+    """A solve listener of the test's own: every solve's per-sample steps, by tag."""
+
+    def __init__(self):
+        self.solves = {"forward": [], "backward": []}
+
+    def __call__(self, tag, info):
+        self.solves[tag].append(info.steps.clone())
+
+    def mean(self, tag):
+        steps = torch.cat(self.solves[tag])
+        return float(steps.float().sum()) / steps.numel()
+
+
+def test_solver_steps_count_every_solve_of_the_epoch(digits):
+    """A loss that calls the model twice per batch (an attack's input gradient on a 2-step budget, then the
+    training forward on the full budget): solver_steps is the mean over ALL the forward solves, backward_steps over
+    all the adjoint solves (the attack's and the training step's), not those of the last call only."""
+    train, _ = digits
+    model = small_model(train)
+    deq = model.deq
+    last_forward_means = []
+
+    def two_budgets(model, x, y):
+        deq.max_iter = 2
+        try:
+            x_adv = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        finally:
+            deq.max_iter = 15
+        logits = model(x)
+        last_forward_means.append(float(deq.last_info.steps.float().mean()))  # what was counted before
+        return F.cross_entropy(logits, y), logits
+
+    recorder = Recorder()
+    handle = deq.add_solve_listener(recorder)
+    try:
+        h = fit(model, train, loss_fn=two_budgets, **{**SMALL, "epochs": 1})
+    finally:
+        handle.remove()
+    n_batches = math.ceil(len(train) / SMALL["batch_size"])
+    assert len(recorder.solves["forward"]) == 2 * n_batches and len(recorder.solves["backward"]) == 2 * n_batches
+    assert h["solver_steps"][0] == pytest.approx(recorder.mean("forward"), rel=1e-12)
+    assert h["backward_steps"][0] == pytest.approx(recorder.mean("backward"), rel=1e-12)
+    # the old count (the last forward solve of each batch) is clearly different: the 2-step solves pull it down
+    old = sum(last_forward_means) / len(last_forward_means)
+    assert old > 2.5 and h["solver_steps"][0] < old - 0.5
+    assert not deq._solve_listeners  # fit removed its listener
+
+
+def test_solver_steps_exclude_validation_and_listener_removed_on_error(digits):
+    train, test = digits
+    model = small_model(train)
+    recorder = Recorder()
+    handle = model.deq.add_solve_listener(recorder)
+    try:
+        h = fit(model, train, val_data=test, **{**SMALL, "epochs": 1})
+    finally:
+        handle.remove()
+    n_batches = math.ceil(len(train) / SMALL["batch_size"])
+    train_solves = torch.cat(recorder.solves["forward"][:n_batches])
+    assert len(recorder.solves["forward"]) > n_batches  # the validation pass solved too ...
+    assert h["solver_steps"][0] == pytest.approx(float(train_solves.float().mean()), rel=1e-12)  # ... not counted
+
+    def broken(model, x, y):
+        model(x)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, train, loss_fn=broken, **{**SMALL, "epochs": 1})
+    assert not model.deq._solve_listeners

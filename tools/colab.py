@@ -128,9 +128,10 @@ def install_source(settings: Dict[str, str]) -> str:
             "    import importlib.metadata",
             "    import subprocess",
             "",
+            f'    deqlib = "{spec}"',
             '    torch_pin = "torch==" + importlib.metadata.version("torch")',
             '    pip = [sys.executable, "-m", "pip", "install", "-q"]',
-            f'    subprocess.run(pip + ["{spec}", torch_pin], check=True)',
+            "    subprocess.run(pip + [deqlib, torch_pin], check=True)",
             f'    subprocess.run(pip + ["{TORCHATTACKS}", "--no-deps"], check=True)',
         ]
     )

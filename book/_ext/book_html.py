@@ -9,6 +9,10 @@
 - myst-nb adds the ipywidgets manager (require.js, the 3.6 MB HTML manager, the widget state) to every page of a
   notebook that *ran* a widget, even when no widget is displayed on the page (the book removes live widgets'
   outputs and shows a static counterpart). Keep those scripts only on pages that display a widget view.
+- matplotlib's JavaScript animation player (``HTML(anim.to_jshtml())`` in a notebook) links a Font Awesome
+  stylesheet on a CDN for its button icons. Drop the link and draw the buttons with text symbols
+  (:func:`offline_players`), so that the book loads nothing from another host; in Jupyter and Colab the
+  notebook shows matplotlib's own player.
 """
 
 from __future__ import annotations
@@ -21,6 +25,29 @@ from sphinx.util.docutils import SphinxDirective
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+#: Text symbols for the buttons of matplotlib's animation player, by Font Awesome class (styled by
+#: ``.anim-icon`` in book/_static/custom.css).
+PLAYER_ICONS = {
+    "fa-minus": "&minus;",
+    "fa-fast-backward": "&#x21E4;",  # leftwards arrow to bar
+    "fa-step-backward": "&lsaquo;",
+    "fa-play fa-flip-horizontal": "&#x25C0;",  # black left-pointing triangle
+    "fa-pause": "&#x275A;&#x275A;",
+    "fa-play": "&#x25B6;",
+    "fa-step-forward": "&rsaquo;",
+    "fa-fast-forward": "&#x21E5;",  # rightwards arrow to bar
+    "fa-plus": "+",
+}
+_FONT_AWESOME_LINK = re.compile(r"<link[^>]*font-awesome[^>]*>\s*")
+
+
+def offline_players(html: str) -> str:
+    """``html`` with the Font Awesome link of every animation player removed and its icons drawn as text."""
+    html = _FONT_AWESOME_LINK.sub("", html)
+    for cls, symbol in PLAYER_ICONS.items():
+        html = html.replace(f'<i class="fa {cls}"></i>', f'<span class="anim-icon" aria-hidden="true">{symbol}</span>')
+    return html
 
 
 def _key(js):
@@ -48,6 +75,11 @@ def _fix_scripts(app, pagename, templatename, context, doctree):
         seen.add(key)
         kept.append(js)
     context["script_files"] = kept
+
+
+def _offline_players(app, pagename, templatename, context, doctree):
+    if context.get("body"):
+        context["body"] = offline_players(context["body"])
 
 
 class ChapterMap(SphinxDirective):
@@ -91,4 +123,5 @@ class ChapterMap(SphinxDirective):
 def setup(app):
     app.add_directive("chapter-map", ChapterMap)
     app.connect("html-page-context", _fix_scripts, priority=900)
+    app.connect("html-page-context", _offline_players)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,48 +1,60 @@
-"""Adversarial attacks on (DEQ) classifiers of [0, 1] images.
+"""Adversarial attacks on (DEQ) classifiers of [0, 1] images. Taught in chapter 5 (not yet written).
 
-* Validated adapters over torchattacks 3.5.1: :func:`fgsm`, :func:`pgd` / :func:`pgd_l2`, :func:`cw`,
-  :func:`apgd_ce`, :func:`apgd_t`, :func:`fab_t`, :func:`square`, and :func:`autoattack_standard`, the official
-  AutoAttack "standard" set (APGD-CE and APGD-T with 100 steps, 9 targets, FAB-T, Square with 5000 queries).
-  ``torchattacks.AutoAttack`` uses 10 APGD steps: it is not the standard AutoAttack.
-* :func:`make_attack` by name (:func:`available_attacks`, :func:`register_attack`).
-* :func:`attack_gradient`: which DEQ gradient ("ift", "phantom", "unroll") the attacker follows; every
-  white-box adapter also takes ``gradient=``.
-* DEQ-specific: :class:`IntermediateStateAttack` and :class:`EnsembleIntermediateAttack` (Yang et al. 2022).
-* :func:`robust_accuracy`, with the threat model checked on every batch.
+API map:
+
+* :mod:`~deqlib.attacks.adapters` — validated adapters over torchattacks 3.5.1: :func:`fgsm`, :func:`pgd` /
+  :func:`pgd_l2`, :func:`cw`, :func:`apgd_ce`, :func:`apgd_t`, :func:`fab_t`, :func:`square`, and
+  :func:`autoattack_standard`, the official AutoAttack "standard" set (:data:`AUTOATTACK_STANDARD`; APGD-CE and
+  APGD-T with 100 steps, 9 targets, FAB-T, Square with 5000 queries). ``torchattacks.AutoAttack`` uses 10 APGD
+  steps: it is not the standard AutoAttack.
+* :mod:`~deqlib.attacks.builder` — the one builder behind the adapters and its parameter table :data:`ADAPTERS`
+  (torchattacks class, arguments with defaults and validators, the post-construction patches of torchattacks).
+* :mod:`~deqlib.attacks.registry` — attacks by name: :func:`make_attack`, :func:`register_attack`,
+  :func:`available_attacks`, :func:`attack_options`; :func:`attack_name` and :func:`attack_params` for reports.
+* :mod:`~deqlib.attacks.gradient` — :func:`attack_gradient`: which DEQ gradient ("ift", "phantom", "unroll") the
+  attacker follows; every white-box adapter also takes ``gradient=``.
+* :mod:`~deqlib.attacks.intermediate` — DEQ-specific: :class:`IntermediateStateAttack` and
+  :class:`EnsembleIntermediateAttack` (Yang et al. 2022).
+* :mod:`~deqlib.attacks.adaptive` — :class:`AdaptiveEntropyAttack`, through the entropy-reduction defence.
+* :mod:`~deqlib.attacks.robust` — :func:`robust_accuracy`, with the threat model checked on every batch;
+  :func:`predict`.
+* Re-exported: the threat model of :mod:`deqlib.threat` (:data:`NORMS`, :func:`check_eps`, :func:`check_norm`,
+  :func:`perturbation_norm`, :func:`project`) and :func:`deqlib._modules.deq_modules`.
 
 Radii are on the [0, 1] pixel scale: an L-infinity eps of 8/255, not 8 (which raises ValueError).
 """
 
-from ._checks import NORMS, check_eps, check_norm, perturbation_norm, project
+from .._modules import deq_modules
+from ..threat import NORMS, check_eps, check_norm, perturbation_norm, project
 from .adapters import (
-    AUTOATTACK_STANDARD,
     apgd_ce,
     apgd_t,
-    attack_name,
-    attack_options,
-    attack_params,
     autoattack_standard,
-    available_attacks,
     cw,
     fab_t,
     fgsm,
-    make_attack,
     pgd,
     pgd_l2,
-    register_attack,
     square,
 )
-from .gradient import attack_gradient, deq_modules
+from .adaptive import AdaptiveEntropyAttack
+from .builder import ADAPTERS, AUTOATTACK_STANDARD
+from .gradient import attack_gradient, check_gradient
 from .intermediate import EnsembleIntermediateAttack, IntermediateStateAttack
+from .registry import (
+    attack_name,
+    attack_options,
+    attack_params,
+    available_attacks,
+    make_attack,
+    register_attack,
+)
 from .robust import predict, robust_accuracy
 
 __all__ = [
-    "NORMS",
+    # adapters
+    "ADAPTERS",
     "AUTOATTACK_STANDARD",
-    "check_eps",
-    "check_norm",
-    "perturbation_norm",
-    "project",
     "fgsm",
     "pgd",
     "pgd_l2",
@@ -52,16 +64,28 @@ __all__ = [
     "fab_t",
     "square",
     "autoattack_standard",
+    # registry
     "make_attack",
     "register_attack",
     "available_attacks",
     "attack_options",
     "attack_name",
     "attack_params",
+    # gradient
     "attack_gradient",
-    "deq_modules",
+    "check_gradient",
+    # DEQ-specific attacks
     "IntermediateStateAttack",
     "EnsembleIntermediateAttack",
+    "AdaptiveEntropyAttack",
+    # robust accuracy
     "predict",
     "robust_accuracy",
+    # re-exported
+    "NORMS",
+    "check_eps",
+    "check_norm",
+    "perturbation_norm",
+    "project",
+    "deq_modules",
 ]

@@ -1,32 +1,28 @@
 """Which gradient the attacker differentiates through: the implicit (IFT), phantom or unrolled one.
 
 A DEQ's forward value does not depend on the gradient choice, but its input gradient does, and an attack is
-only as strong as the gradient it follows. ``attack_gradient`` switches every DEQ inside a model for the
-duration of a ``with`` block and restores the previous settings afterwards, even on an exception.
+only as strong as the gradient it follows. API map: :func:`attack_gradient` switches every DEQ inside a model for
+the duration of a ``with`` block and restores the previous settings afterwards, even on an exception;
+:func:`check_gradient` validates a ``gradient=`` argument (None or one of :data:`deqlib.deq.GRADS`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 from torch import nn
 
-from ..deq import DEQ, GRADS
+from .._modules import deq_modules
+from .._validate import check_choice
+from ..deq import GRADS
+
+__all__ = ["attack_gradient", "check_gradient"]
 
 
-def deq_modules(model: nn.Module) -> List[DEQ]:
-    """All :class:`~deqlib.deq.DEQ` submodules of ``model`` (the model itself included)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    return [m for m in model.modules() if isinstance(m, DEQ)]
-
-
-def check_gradient(gradient: Optional[str], where: str = "attack") -> Optional[str]:
+def check_gradient(gradient: object, where: str = "attack") -> Optional[str]:
     """None (leave the model's setting alone) or one of "ift", "phantom", "unroll"."""
-    if gradient is None or gradient in GRADS:
-        return gradient
-    raise ValueError(f"{where}: unknown gradient {gradient!r}; expected None or one of {GRADS}")
+    return check_choice(gradient, "gradient", where, (None, *GRADS))
 
 
 @contextlib.contextmanager
@@ -39,6 +35,7 @@ def attack_gradient(model: nn.Module, gradient: Optional[str]) -> Iterator[nn.Mo
 
     Raises:
         ValueError: unknown gradient, or a gradient asked of a model without any DEQ layer.
+        TypeError: ``model`` is not a module.
 
     Example:
         >>> from deqlib.cells import mlp_classifier
@@ -53,6 +50,8 @@ def attack_gradient(model: nn.Module, gradient: Optional[str]) -> Iterator[nn.Mo
     if gradient is None:
         yield model
         return
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"attack_gradient: model must be a torch.nn.Module, got {type(model).__name__}")
     deqs = deq_modules(model)
     if not deqs:
         raise ValueError(

@@ -1,18 +1,19 @@
 """Intermediate-state attacks on DEQs (Yang, Pang & Liu, "A Closer Look at the Adversarial Robustness of Deep
 Equilibrium Models", NeurIPS 2022).
 
+API map: :class:`IntermediateStateAttack` (one state index) and :class:`EnsembleIntermediateAttack` (several,
+their input gradients summed before the step), registered as "intermediate" and "ensemble_intermediate".
+
 The attacker does not differentiate through the whole solver. At each PGD step it runs the model's own solver
 (without gradient) for ``i`` iterations from the usual initial state, takes that iterate z_i (detached), and
-unrolls K damped steps
+takes k = ``phantom_steps`` damped steps (:func:`deqlib.solvers.damped_steps`, τ = ``phantom_tau``)
 
-    z <- (1 - tau) z + tau f(z, u),   u = model.inject(x)
+    z <- (1 - τ) z + τ f(z, u),   u = model.inject(x)
 
 *with* gradient; the loss is the cross-entropy of ``model.logits_from_state(z)``. The gradient reaches x only
-through the injection u inside those K steps. With z_i at the fixed point, tau = 1 and K large this is the
+through the injection u inside those k steps. With z_i at the fixed point, τ = 1 and k large this is the
 truncated Neumann series of the implicit gradient, so the attack then agrees with PGD on the exact (IFT or
 unrolled) gradient; with an early i it attacks the early states that early-exit defences read out.
-
-The ensemble attack sums the input gradients for several state indices before taking the sign.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchattacks.attack import Attack
 
-from ._checks import check_eps, check_fraction, check_int, check_l2_scale, check_norm, check_positive, project
+from .._validate import check_bool, check_fraction, check_int
+from ..solvers import damped_steps
+from ..threat import ascent_step, check_eps, check_l2_scale, check_norm, check_step, project
+from ..threat import random_start as random_ball_point
+from .registry import register_attack
+
+__all__ = ["IntermediateStateAttack", "EnsembleIntermediateAttack"]
 
 
 def _check_deq_model(model: object, where: str) -> nn.Module:
@@ -44,6 +51,8 @@ def _check_deq_model(model: object, where: str) -> nn.Module:
 
 
 class _IntermediateBase(Attack):
+    """The validation, the intermediate-state gradient and the PGD loop shared by the two attacks below."""
+
     def __init__(
         self,
         name: str,
@@ -52,8 +61,8 @@ class _IntermediateBase(Attack):
         alpha: Optional[float],
         steps: int,
         state_indices: Sequence[int],
-        unroll_steps: int,
-        tau: float,
+        phantom_steps: int,
+        phantom_tau: float,
         random_start: bool,
         norm: str,
     ) -> None:
@@ -61,19 +70,20 @@ class _IntermediateBase(Attack):
         _check_deq_model(model, where)
         norm = check_norm(norm, where)
         eps = check_eps(eps, norm, where)
-        steps = check_int(steps, "steps", where)
-        alpha = 2.5 * eps / steps if alpha is None else check_positive(alpha, "alpha (step size)", where, norm=norm)
+        steps = check_int(steps, "steps", where, minimum=1)
+        alpha = 2.5 * eps / steps if alpha is None else check_step(alpha, "alpha (step size)", where, norm=norm)
         if isinstance(state_indices, (str, bytes)) or not hasattr(state_indices, "__iter__"):
             raise TypeError(f"{where}: state_indices must be a sequence of ints, got {state_indices!r}")
         idx = tuple(check_int(i, "state index", where, minimum=0) for i in state_indices)
         if not idx:
             raise ValueError(f"{where}: give at least one state index")
-        unroll_steps = check_int(unroll_steps, "unroll_steps", where)
-        tau = check_fraction(tau, "tau", where)
+        phantom_steps = check_int(phantom_steps, "phantom_steps", where, minimum=1)
+        phantom_tau = check_fraction(phantom_tau, "phantom_tau", where)
+        random_start = check_bool(random_start, "random_start", where)
         super().__init__(name, model)
         self.eps, self.alpha, self.steps, self.norm = eps, alpha, steps, norm
         self.state_indices: Tuple[int, ...] = idx
-        self.unroll_steps, self.tau, self.random_start = unroll_steps, tau, bool(random_start)
+        self.phantom_steps, self.phantom_tau, self.random_start = phantom_steps, phantom_tau, random_start
         self.supported_mode = ["default"]
         self._deqlib_name = "intermediate" if name == "IntermediateStateAttack" else "ensemble_intermediate"
         self._deqlib_params = {
@@ -82,8 +92,8 @@ class _IntermediateBase(Attack):
             "alpha": alpha,
             "steps": steps,
             "state_indices": list(idx),
-            "unroll_steps": unroll_steps,
-            "tau": tau,
+            "phantom_steps": phantom_steps,
+            "phantom_tau": phantom_tau,
             "random_start": self.random_start,
             "gradient": "intermediate",
         }
@@ -99,16 +109,14 @@ class _IntermediateBase(Attack):
         return tuple(traj[min(i, traj.shape[0] - 1)].detach() for i in self.state_indices)
 
     def loss(self, x: Tensor, y: Tensor, states: Optional[Sequence[Tensor]] = None) -> Tensor:
-        """Sum over state indices of the summed cross-entropy after K damped unrolled steps (differentiable in x)."""
+        """Sum over state indices of the summed cross-entropy after k damped steps (differentiable in x)."""
         if states is None:
             states = self.intermediate_states(x)
         u = self.model.inject(x)
         cell = self.model.deq.cell
         total = x.new_zeros(())
         for z in states:
-            for _ in range(self.unroll_steps):
-                fz = cell(z, u)
-                z = fz if self.tau == 1.0 else z + self.tau * (fz - z)
+            z = damped_steps(lambda v: cell(v, u), z, self.phantom_steps, self.phantom_tau)
             total = total + F.cross_entropy(self.model.logits_from_state(z), y, reduction="sum")
         return total
 
@@ -129,28 +137,16 @@ class _IntermediateBase(Attack):
             check_l2_scale(self.eps, images, self.attack)
         if self.eps == 0:
             return images
-        adv = images.clone()
-        if self.random_start:
-            if self.norm == "Linf":  # the same draw as torchattacks.PGD
-                adv = (adv + torch.empty_like(adv).uniform_(-self.eps, self.eps)).clamp(0, 1).detach()
-            else:  # the same draw as torchattacks.PGDL2
-                delta = torch.empty_like(adv).normal_()
-                n = delta.flatten(1).norm(dim=1).view(-1, *([1] * (adv.dim() - 1)))
-                r = torch.zeros_like(n).uniform_(0, 1)
-                adv = (adv + delta * r / n * self.eps).clamp(0, 1).detach()
+        # the same random draws as torchattacks.PGD (uniform per pixel) and PGDL2 (a normal direction, a uniform radius)
+        adv = random_ball_point(images, self.eps, self.norm).detach() if self.random_start else images.clone()
         for _ in range(self.steps):
             g = self.input_gradient(adv, labels)
-            if self.norm == "Linf":
-                adv = adv + self.alpha * g.sign()
-            else:
-                gn = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.dim() - 1))) + 1e-10
-                adv = adv + self.alpha * g / gn
-            adv = project(adv, images, self.eps, self.norm).detach()
+            adv = project(ascent_step(adv, g, self.alpha, self.norm), images, self.eps, self.norm).detach()
         return adv
 
 
 class IntermediateStateAttack(_IntermediateBase):
-    """PGD whose gradient goes through K damped steps unrolled from the solver's i-th iterate.
+    """PGD whose gradient goes through k damped steps taken from the solver's i-th iterate.
 
     Args:
         model: a DEQ classifier with ``inject``, ``solve``, ``logits_from_state`` and ``deq.cell``
@@ -159,9 +155,9 @@ class IntermediateStateAttack(_IntermediateBase):
         alpha: step size (default 2.5 * eps / steps).
         steps: PGD steps.
         state_index: i, the number of solver iterations (the model's own solver, from its usual initial state)
-            before the unrolled part; an i past convergence gives the solver's final state.
-        unroll_steps: K, the damped steps back-propagated through.
-        tau: damping in (0, 1] (tau = 1: plain f-iterations).
+            before the damped steps; an i past convergence gives the solver's final state.
+        phantom_steps: k, the damped steps back-propagated through.
+        phantom_tau: τ, their damping in (0, 1] (τ = 1: plain f-iterations).
         random_start: start uniformly in the ball (global torch generator, as torchattacks.PGD).
         norm: "Linf" (signed steps) or "L2" (normalised steps).
     """
@@ -174,13 +170,22 @@ class IntermediateStateAttack(_IntermediateBase):
         steps: int = 10,
         *,
         state_index: int,
-        unroll_steps: int = 5,
-        tau: float = 0.5,
+        phantom_steps: int = 5,
+        phantom_tau: float = 0.5,
         random_start: bool = True,
         norm: str = "Linf",
     ) -> None:
         super().__init__(
-            "IntermediateStateAttack", model, eps, alpha, steps, (state_index,), unroll_steps, tau, random_start, norm
+            "IntermediateStateAttack",
+            model,
+            eps,
+            alpha,
+            steps,
+            (state_index,),
+            phantom_steps,
+            phantom_tau,
+            random_start,
+            norm,
         )
         self.state_index = self.state_indices[0]
 
@@ -199,25 +204,24 @@ class EnsembleIntermediateAttack(_IntermediateBase):
         steps: int = 10,
         *,
         state_indices: Sequence[int],
-        unroll_steps: int = 5,
-        tau: float = 0.5,
+        phantom_steps: int = 5,
+        phantom_tau: float = 0.5,
         random_start: bool = True,
         norm: str = "Linf",
     ) -> None:
         super().__init__(
-            "EnsembleIntermediateAttack", model, eps, alpha, steps, state_indices, unroll_steps, tau, random_start, norm
+            "EnsembleIntermediateAttack",
+            model,
+            eps,
+            alpha,
+            steps,
+            state_indices,
+            phantom_steps,
+            phantom_tau,
+            random_start,
+            norm,
         )
 
 
-def _register() -> None:
-    from .adapters import register_attack
-
-    register_attack(
-        "intermediate", IntermediateStateAttack, aliases=("intermediate_state", "intermediate_state_attack")
-    )
-    register_attack("ensemble_intermediate", EnsembleIntermediateAttack, aliases=("intermediate_ensemble",))
-
-
-_register()
-
-__all__ = ["IntermediateStateAttack", "EnsembleIntermediateAttack"]
+register_attack("intermediate", IntermediateStateAttack, aliases=("intermediate_state", "intermediate_state_attack"))
+register_attack("ensemble_intermediate", EnsembleIntermediateAttack, aliases=("intermediate_ensemble",))

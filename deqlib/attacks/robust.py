@@ -1,4 +1,8 @@
-"""Robust accuracy of a model under one attack, with the threat model checked on every adversarial batch."""
+"""Robust accuracy of a model under one attack, with the threat model checked on every adversarial batch.
+
+API map: :func:`robust_accuracy` (the report), :func:`predict` (labels in eval mode), and the steps it is made of,
+which :mod:`deqlib.evaluate` reuses: :func:`as_tensors`, :func:`seeded`, :func:`threat_model`, :func:`attack_batches`.
+"""
 
 from __future__ import annotations
 
@@ -11,44 +15,47 @@ import torch
 from torch import Tensor, nn
 from torchattacks.attack import Attack
 
-from ._checks import check_int, check_norm, check_seed, perturbation_norm
-from .adapters import attack_name, attack_params
+from .._modules import model_device
+from .._validate import check_int, check_seed, check_tensor
+from ..threat import check_norm, perturbation_norm
+from .registry import attack_name, attack_params
+
+__all__ = ["robust_accuracy", "predict", "as_tensors", "seeded", "threat_model", "attack_batches", "NORM_SLACK"]
 
 #: Slack allowed on ||x_adv - x|| beyond eps (floating-point rounding of x + delta), and on the [0, 1] range.
 NORM_SLACK = 1e-5
 
 
-def as_tensors(data: Any, n: Optional[int] = None, seed: int = 0) -> Tuple[Tensor, Tensor]:
+def as_tensors(
+    data: Any, n: Optional[int] = None, seed: int = 0, where: str = "robust_accuracy"
+) -> Tuple[Tensor, Tensor]:
     """``(x, y)`` from an :class:`~deqlib.data.ImageDataset` or an ``(x, y)`` pair, optionally ``n`` of them.
 
     A data set gives its seeded stratified :meth:`subset`; tensors give a seeded random choice (in order).
     """
     if n is not None:
-        n = check_int(n, "n", "robust_accuracy")
+        n = check_int(n, "n", where, minimum=1)
     if hasattr(data, "tensors") and callable(data.tensors):
         if n is not None and n < len(data):
             data = data.subset(n, seed)
         x, y = data.tensors()
     elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-            raise TypeError("expected (x, y) as two tensors")
+        x = check_tensor(data[0], "x", where, min_dim=1)
+        y = check_tensor(data[1], "y", where, min_dim=1)
         if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} samples and y {y.shape[0]}")
+            raise ValueError(f"{where}: x has {x.shape[0]} samples and y {y.shape[0]}")
         if n is not None and n < x.shape[0]:
             g = torch.Generator().manual_seed(seed)
             idx = torch.randperm(x.shape[0], generator=g)[:n].sort().values
             x, y = x[idx], y[idx]
     else:
-        raise TypeError(f"expected an ImageDataset or an (x, y) pair of tensors, got {type(data).__name__}")
+        raise TypeError(f"{where}: expected an ImageDataset or an (x, y) pair of tensors, got {type(data).__name__}")
     if x.shape[0] == 0:
-        raise ValueError("no samples to evaluate")
+        raise ValueError(f"{where}: no samples to evaluate")
     return x.detach(), y.detach().long()
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+_CPU = torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -66,7 +73,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
     was = model.training
     model.eval()
     try:
-        dev = _device(model)
+        dev = model_device(model, _CPU)
         return torch.cat(
             [model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
         )
@@ -95,7 +102,7 @@ def attack_batches(
         RuntimeError: the attack returned a batch of the wrong shape, non-finite values, pixels outside [0, 1]
             or a perturbation larger than eps (beyond rounding): its numbers would not be robust accuracies.
     """
-    dev = _device(model)
+    dev = model_device(model, _CPU)
     clean_ok, adv_ok, pert = [], [], []
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
@@ -160,11 +167,11 @@ def robust_accuracy(
     if not isinstance(attack, Attack):
         raise TypeError(f"robust_accuracy: attack must be a torchattacks.Attack, got {type(attack).__name__}")
     seed = check_seed(seed, "robust_accuracy")
-    batch_size = check_int(batch_size, "batch_size", "robust_accuracy")
+    batch_size = check_int(batch_size, "batch_size", "robust_accuracy", minimum=1)
     eps, norm = threat_model(attack, eps, norm)
     x, y = as_tensors(data_or_tensors, n, seed)
     start = time.perf_counter()
-    with seeded(seed, _device(model)):
+    with seeded(seed, model_device(model, _CPU)):
         out = attack_batches(model, attack, x, y, eps=eps, norm=norm, batch_size=batch_size)
     seconds = time.perf_counter() - start
     n_samples = int(x.shape[0])

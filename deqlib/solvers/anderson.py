@@ -119,6 +119,7 @@ def _anderson_lists(
     return track.finish(z_next)
 
 
+# size: one hot loop over views of the ring buffers made once before it; pieces would pass a dozen views per step.
 def _anderson_buffers(
     g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track: Tracker, max_iter: int, m: int, beta: float, lam: float
 ):

@@ -1,4 +1,5 @@
-"""Tests for deqlib.lyadeq: the Lyapunov-stable cell, LyaDEQ classifier, fixed-point collapse, certificate check."""
+"""Tests for deqlib.defenses.lyadeq and lyadeq_checks: the Lyapunov-stable cell, LyaDEQ classifier, fixed-point
+collapse, certificate check."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-import deqlib.lyadeq as lyadeq_module
+import deqlib.defenses as defenses_package
+import deqlib.defenses.lyadeq as lyadeq_module
+import deqlib.defenses.lyadeq_checks as lyadeq_checks_module
 from deqlib.cells import MLPCell
 from deqlib.data import load
-from deqlib.deq import DEQ
-from deqlib.lyadeq import (
+from deqlib.defenses import (
     LyaDEQClassifier,
     LyapunovStableCell,
     certificate_check,
@@ -22,6 +24,7 @@ from deqlib.lyadeq import (
     orthogonal_head,
     orthogonal_linear,
 )
+from deqlib.deq import DEQ
 from deqlib.lyapunov import LyapunovFunction
 
 DT = torch.float64
@@ -301,25 +304,25 @@ def test_certificate_check_can_fail_in_discrete_time(digits):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, error",
     [
-        {"center": "middle"},
-        {"center": None},
-        {"alpha": 0.0},
-        {"alpha": -1.0},
-        {"alpha": float("nan")},
-        {"h": 0.0},
-        {"h": 1.5},
-        {"h": -0.1},
-        {"h": float("inf")},
+        ({"center": "middle"}, ValueError),
+        ({"center": None}, TypeError),  # not a name at all: a wrong type
+        ({"alpha": 0.0}, ValueError),
+        ({"alpha": -1.0}, ValueError),
+        ({"alpha": float("nan")}, ValueError),
+        ({"h": 0.0}, ValueError),
+        ({"h": 1.5}, ValueError),
+        ({"h": -0.1}, ValueError),
+        ({"h": float("inf")}, ValueError),
     ],
 )
-def test_bad_settings_raise(kwargs, digits):
+def test_bad_settings_raise(kwargs, error, digits):
     opts = dict(center="residual", alpha=0.1, h=1.0)
     opts.update(kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(error):
         LyapunovStableCell(MLPCell(4), LyapunovFunction(4, hidden=(4,)), **opts)
-    with pytest.raises(ValueError):
+    with pytest.raises(error):
         lyadeq_classifier(digits, width=8, lyapunov_hidden=(4,), **opts)
 
 
@@ -346,6 +349,9 @@ def test_bad_calls_raise(digits):
         _ = LyapunovStableCell(MLPCell(4), LyapunovFunction(5, hidden=(4,)))(torch.zeros(2, 4), torch.zeros(2, 4))
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(lyadeq_module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+@pytest.mark.parametrize("module", [lyadeq_module, lyadeq_checks_module, defenses_package], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    if module is lyadeq_module:
+        assert result.attempted > 0

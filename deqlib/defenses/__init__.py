@@ -1,0 +1,41 @@
+"""Defences of DEQ classifiers, by what they change: the cell, the readout, the input, or the depth.
+
+Taught in chapters 6–7 (not yet written). Import as ``from deqlib import defenses`` (not exported from ``deqlib``).
+
+API map:
+    * :mod:`~deqlib.defenses.lyadeq` — LyaDEQ, the Lyapunov-stable DEQ (Chu et al. 2024, our reconstruction):
+      :class:`LyapunovStableCell`, :class:`LyaDEQClassifier`, :func:`lyadeq_classifier`, :func:`orthogonal_linear`,
+      :func:`orthogonal_head`; its measurements in :mod:`~deqlib.defenses.lyadeq_checks`:
+      :func:`fixed_point_spread`, :func:`certificate_check`.
+    * :mod:`~deqlib.defenses.readouts` — read out early solver iterates (Yang et al. 2022):
+      :class:`EarlyStateClassifier`, :class:`AveragedStateClassifier`.
+    * :mod:`~deqlib.defenses.entropy_reduction` — move the input to lower the entropy of the intermediate
+      predictions (Yang et al. 2023, method 1): :class:`EntropyReductionDefense`; the adaptive attack through it is
+      :class:`deqlib.attacks.adaptive.AdaptiveEntropyAttack`.
+    * :mod:`~deqlib.defenses.random_depth` — read out at a random solver depth (Yang et al. 2023, method 2):
+      :class:`RandomDepthClassifier`.
+
+The per-state predictions these build on are in :mod:`deqlib.dynamics`; the training losses in :mod:`deqlib.losses`.
+"""
+
+from .entropy_reduction import ATTACK_EPS, EntropyReductionDefense
+from .lyadeq import LyaDEQClassifier, LyapunovStableCell, lyadeq_classifier, orthogonal_head, orthogonal_linear
+from .lyadeq_checks import certificate_check, fixed_point_spread
+from .random_depth import RandomDepthClassifier
+from .readouts import READOUT_GRADS, AveragedStateClassifier, EarlyStateClassifier
+
+__all__ = [
+    "LyapunovStableCell",
+    "LyaDEQClassifier",
+    "lyadeq_classifier",
+    "orthogonal_linear",
+    "orthogonal_head",
+    "fixed_point_spread",
+    "certificate_check",
+    "READOUT_GRADS",
+    "EarlyStateClassifier",
+    "AveragedStateClassifier",
+    "ATTACK_EPS",
+    "EntropyReductionDefense",
+    "RandomDepthClassifier",
+]

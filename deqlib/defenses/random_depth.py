@@ -1,0 +1,98 @@
+"""Random intermediate states (Yang, Li, Pang, Liu, ICML 2023, "method 2"): a DEQ classifier read out at a random depth.
+
+API: :class:`RandomDepthClassifier`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .._validate import check_deq_classifier, check_fraction, check_int
+from ..dynamics import solver_iterate
+from ..solvers import damped_steps
+
+__all__ = ["RandomDepthClassifier"]
+
+
+class RandomDepthClassifier(nn.Module):
+    """A DEQ classifier read out at a random solver depth (Yang et al. 2023, "random intermediate states").
+
+    Forward: u = model.inject(x); k = a depth (see below); z_k = the k-th iterate of the model's own solver
+    from z_0 (:func:`deqlib.dynamics.solver_iterate`, no graph); z = ``phantom_steps`` damped steps
+    z <- (1 - τ) z + τ f(z, u) from z_k (:func:`deqlib.solvers.damped_steps`, τ = ``phantom_tau``), WITH the graph
+    (the phantom gradient from that state); logits = model.head(z). Gradients reach the parameters and the input x
+    through the damped steps.
+
+    The depth: in ``train()`` mode every call draws k uniformly from {1, ..., max_depth} (one k for the
+    whole batch, as one forward pass in the paper); in ``eval()`` mode k = ``eval_depth``. The depth of the
+    last call is in ``last_depth``. Our choice: z_k is the iterate of the model's configured solver (for an
+    Anderson model, Anderson iterates; Yang et al. use Broyden iterates of their MDEQ), and evaluation runs the
+    same function as training with a fixed k, so the phantom steps are part of the readout in both modes.
+
+    Adversarial training with it: :class:`deqlib.losses.PGDAT` and :class:`~deqlib.losses.TRADES` call the model
+    they are given, so ``fit(RandomDepthClassifier(model), data, loss_fn=PGDAT(...))`` crafts the inner attack on the
+    random-depth model as well, each attack step with its own random depth (the wrapper is in ``train()`` mode
+    during ``fit``; pass ``attack_mode="eval"`` to the loss to attack at ``eval_depth`` instead).
+
+    Args:
+        model: a :class:`~deqlib.cells.DEQClassifier` (anything with ``inject``, ``deq`` and ``logits_from_state``).
+        max_depth: T, the largest depth drawn (8 in the paper).
+        eval_depth: depth in ``eval()`` mode (default T).
+        phantom_steps: damped steps with the graph (5 in the paper).
+        phantom_tau: damping τ of those steps (the paper's λ = 0.5).
+        generator: a ``torch.Generator`` (CPU) for the depth draws; default the global RNG.
+
+    Example:
+        >>> import torch
+        >>> from deqlib import data
+        >>> from deqlib.cells import classifier_for
+        >>> model = RandomDepthClassifier(classifier_for(data.load("digits"), "mlp", width=16))
+        >>> logits = model(torch.rand(2, 1, 8, 8))
+        >>> 1 <= model.last_depth <= 8
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        max_depth: int = 8,
+        eval_depth: Optional[int] = None,
+        phantom_steps: int = 5,
+        phantom_tau: float = 0.5,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        where = "RandomDepthClassifier"
+        self.model = check_deq_classifier(model, where)
+        self.max_depth = check_int(max_depth, "max_depth", where, minimum=1)
+        self.eval_depth = (
+            self.max_depth if eval_depth is None else check_int(eval_depth, "eval_depth", where, minimum=1)
+        )
+        self.phantom_steps = check_int(phantom_steps, "phantom_steps", where, minimum=1)
+        self.phantom_tau = check_fraction(phantom_tau, "phantom_tau", where)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"{where}: generator must be a torch.Generator, got {type(generator).__name__}")
+        self.generator = generator
+        self.last_depth: Optional[int] = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"max_depth={self.max_depth}, eval_depth={self.eval_depth}, phantom_steps={self.phantom_steps}, "
+            f"phantom_tau={self.phantom_tau:g}"
+        )
+
+    def draw_depth(self) -> int:
+        """A depth uniform in {1, ..., max_depth}."""
+        return int(torch.randint(1, self.max_depth + 1, (), generator=self.generator))
+
+    def forward(self, x: Tensor) -> Tensor:
+        depth = self.draw_depth() if self.training else self.eval_depth
+        self.last_depth = depth
+        u = self.model.inject(x)
+        cell = self.model.deq.cell
+        z = solver_iterate(self.model.deq, u, depth)
+        z = damped_steps(lambda s: cell(s, u), z, self.phantom_steps, self.phantom_tau)
+        return self.model.logits_from_state(z)

@@ -1,0 +1,41 @@
+"""Robustness evaluation: reports of accuracy under attack, and the gradient-masking checks behind them.
+
+Taught in chapter 5 (not yet written). Import it by name (``from deqlib import evaluate``); it needs torchattacks.
+
+- :mod:`deqlib.evaluate.report` — :func:`evaluate_robustness` (every attack at every radius, and the per-sample
+  worst case over all attacks), :func:`describe_model`;
+- :mod:`deqlib.evaluate.masking` — the six gradient-masking checks (:func:`check_monotone_eps`,
+  :func:`check_large_eps`, :func:`check_steps_restarts`, :func:`check_black_box`, :func:`check_gradient_choices`,
+  :func:`check_determinism_gradients`; the last two live in :mod:`deqlib.evaluate.masking_gradients`) and
+  :func:`masking_checks`, which runs them all (:data:`MASKING_CHECKS`);
+- :func:`save_json`, :func:`to_jsonable` — write a report as JSON, atomically (from :mod:`deqlib._io`).
+
+Radii are on the [0, 1] pixel scale; every result is a JSON-able dict.
+"""
+
+from .._io import save_json, to_jsonable
+from .masking import (
+    MASKING_CHECKS,
+    check_black_box,
+    check_large_eps,
+    check_monotone_eps,
+    check_steps_restarts,
+    masking_checks,
+)
+from .masking_gradients import check_determinism_gradients, check_gradient_choices
+from .report import describe_model, evaluate_robustness
+
+__all__ = [
+    "evaluate_robustness",
+    "save_json",
+    "to_jsonable",
+    "describe_model",
+    "check_monotone_eps",
+    "check_large_eps",
+    "check_steps_restarts",
+    "check_black_box",
+    "check_gradient_choices",
+    "check_determinism_gradients",
+    "masking_checks",
+    "MASKING_CHECKS",
+]

@@ -1,0 +1,196 @@
+"""The robustness report: accuracy of a model under several attacks and radii, as one JSON-able dict.
+
+- :func:`evaluate_robustness` — clean accuracy, then every attack (by name, see :func:`deqlib.attacks.make_attack`)
+  at every radius, and the per-sample worst case over all attacks at each radius (a sample is robust only if it
+  survives every attack);
+- :func:`describe_model` — class, parameter count and the DEQ settings, for the report's ``model`` entry.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import torch
+import torchattacks
+from torch import Tensor, nn
+
+from .._io import to_jsonable
+from .._modules import deq_modules
+from .._validate import check_number
+from ..attacks import attack_params, make_attack
+from ._runs import check_run, check_samples, clean_correct, run_attack
+
+AttackSpec = Union[str, Tuple[str, Dict[str, Any]], Tuple[str, Dict[str, Any], Sequence[float]]]
+
+__all__ = ["evaluate_robustness", "describe_model"]
+
+
+def describe_model(model: nn.Module) -> Dict[str, Any]:
+    """Class, parameter count and, for DEQs, the solver / gradient settings (JSON-able)."""
+    out: Dict[str, Any] = {
+        "class": type(model).__name__,
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+    deqs = deq_modules(model)
+    if deqs:
+        out["deq"] = [
+            {
+                "solver": d.solver if isinstance(d.solver, str) else getattr(d.solver, "__name__", "solver"),
+                "grad": d.grad,
+                "max_iter": d.max_iter,
+                "tol": d.tol,
+                "stop_mode": d.stop_mode,
+                "phantom_steps": d.phantom_steps,
+                "phantom_tau": d.phantom_tau,
+            }
+            for d in deqs
+        ]
+    return out
+
+
+def _parse_spec(spec: Any, eps_list: Sequence[float]) -> Tuple[str, Dict[str, Any], List[float]]:
+    if isinstance(spec, str):
+        return spec, {}, list(eps_list)
+    if isinstance(spec, (tuple, list)) and len(spec) in (2, 3) and isinstance(spec[0], str):
+        params = spec[1] if spec[1] is not None else {}
+        if not isinstance(params, dict):
+            raise TypeError(f"attack spec {spec!r}: the parameters must be a dict")
+        eps = list(spec[2]) if len(spec) == 3 else list(eps_list)
+        return spec[0], dict(params), eps
+    raise TypeError(f"attack spec must be a name, (name, params) or (name, params, eps_list); got {spec!r}")
+
+
+def _check_specs(attacks: Any, eps_list: Any, where: str) -> Tuple[List[Any], List[float]]:
+    """The attack specs as a list (a single spec is wrapped) and the radii as a list of floats."""
+    single = isinstance(attacks, str) or (
+        isinstance(attacks, tuple)
+        and len(attacks) in (2, 3)
+        and isinstance(attacks[0], str)
+        and isinstance(attacks[1], dict)
+    )
+    attacks = [attacks] if single else list(attacks)
+    if not attacks:
+        raise ValueError(f"{where}: give at least one attack")
+    if isinstance(eps_list, numbers.Real):
+        eps_list = [eps_list]
+    eps_list = [check_number(e, "eps", where) for e in eps_list]
+    if not eps_list:
+        raise ValueError(f"{where}: give at least one eps")
+    return attacks, eps_list
+
+
+def _build_plan(model: nn.Module, attacks: List[Any], eps_list: List[float]) -> List[Tuple[str, str, dict, list]]:
+    """(label, name, params, [(eps, attack), ...]) per spec: every attack built, and validated, before any runs."""
+    plan = []
+    labels: Dict[str, int] = {}
+    for spec in attacks:
+        name, params, eps_values = _parse_spec(spec, eps_list)
+        label = name if name not in labels else f"{name}#{labels[name] + 1}"
+        labels[name] = labels.get(name, 0) + 1
+        built = [(e, make_attack(name, model, e, **params)) for e in eps_values]
+        plan.append((label, name, params, built))
+    return plan
+
+
+def _run_plan(
+    model: nn.Module, plan: list, x: Tensor, y: Tensor, clean: Tensor, seed: int, batch_size: int
+) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, List[float]]], List[Dict[str, Any]]]:
+    """Run every (attack, eps); the per-run results, the label -> curve table and the per-(norm, eps) worst case."""
+    n = int(x.shape[0])
+    results: List[Dict[str, Any]] = []
+    table: Dict[str, Dict[str, List[float]]] = {}
+    worst: Dict[Tuple[str, float], Dict[str, Any]] = {}
+    for label, name, _, built in plan:
+        table[label] = {"eps": [], "accuracy": []}
+        for eps, atk in built:
+            r = run_attack(model, atk, x, y, seed, batch_size)
+            results.append(
+                {
+                    "attack": label,
+                    "name": name,
+                    "eps": eps,
+                    "norm": r["norm"],
+                    "accuracy": r["accuracy"],
+                    "n_correct": r["n_correct"],
+                    "params": attack_params(atk),
+                    "seconds": r["seconds"],
+                    "max_perturbation": r["max_perturbation"],
+                }
+            )
+            table[label]["eps"].append(eps)
+            table[label]["accuracy"].append(r["accuracy"])
+            w = worst.setdefault((r["norm"], eps), {"mask": clean.clone(), "attacks": []})
+            w["mask"] &= r["mask"]
+            w["attacks"].append(label)
+    worst_case = [
+        {
+            "norm": k[0],
+            "eps": k[1],
+            "accuracy": int(v["mask"].sum()) / n,
+            "n_correct": int(v["mask"].sum()),
+            "attacks": v["attacks"],
+        }
+        for k, v in sorted(worst.items())
+    ]
+    return results, table, worst_case
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attacks: Sequence[AttackSpec],
+    eps_list: Sequence[float],
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> Dict[str, Any]:
+    """Clean accuracy and robust accuracy of ``model`` for every attack and radius (a JSON-able dict).
+
+    Args:
+        model: maps [0, 1] images to logits.
+        x, y: the evaluation samples (N, C, H, W) and labels (N,).
+        attacks: attack names (``"pgd"``, ``"apgd_ce"``, ...), ``(name, params)`` pairs such as
+            ``("pgd", {"steps": 50, "gradient": "phantom"})``, or ``(name, params, eps_list)`` to give that
+            attack its own radii (e.g. an L2 attack among L-infinity ones).
+        eps_list: the radii, on the [0, 1] pixel scale.
+        seed: torch's generator is seeded with it before each (attack, eps) run (and restored afterwards).
+        batch_size: samples per attack call.
+
+    Returns:
+        ``clean_accuracy``, ``n_samples``, ``seed``, ``eps_list``, ``attacks`` (label, name, params as given),
+        ``results`` (one entry per attack and eps: accuracy, n_correct, the attack's full parameters, seconds,
+        max_perturbation), ``table`` (label -> eps and accuracy lists), ``worst_case`` (per norm and eps, the
+        accuracy when a sample must survive every attack), ``model`` and ``versions``.
+
+    All attacks are built (and their parameters validated) before any is run.
+    """
+    where = "evaluate_robustness"
+    x, y = check_samples(x, y, where)
+    seed, batch_size = check_run(seed, batch_size, where)
+    attacks, eps_list = _check_specs(attacks, eps_list, where)
+    plan = _build_plan(model, attacks, eps_list)  # a bad name or parameter fails before any compute
+
+    start = time.perf_counter()
+    n = int(x.shape[0])
+    clean = clean_correct(model, x, y, batch_size)
+    results, table, worst_case = _run_plan(model, plan, x, y, clean, seed, batch_size)
+    return to_jsonable(
+        {
+            "clean_accuracy": int(clean.sum()) / n,
+            "n_clean_correct": int(clean.sum()),
+            "n_samples": n,
+            "seed": seed,
+            "batch_size": batch_size,
+            "eps_list": eps_list,
+            "attacks": [{"label": p[0], "name": p[1], "params": to_jsonable(p[2])} for p in plan],
+            "results": results,
+            "table": table,
+            "worst_case": worst_case,
+            "model": describe_model(model),
+            "versions": {"torch": torch.__version__, "torchattacks": getattr(torchattacks, "__version__", "?")},
+            "seconds": time.perf_counter() - start,
+        }
+    )

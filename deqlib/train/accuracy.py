@@ -1,0 +1,57 @@
+"""Clean accuracy of a classifier on a data set: :func:`evaluate_accuracy`."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .. import config
+from .._modules import model_device
+from .._validate import check_int
+from .batches import as_dataset, make_loader, split_batch
+
+__all__ = ["evaluate_accuracy"]
+
+
+def evaluate_accuracy(
+    model: nn.Module, data: Any, *, batch_size: int = 256, device: Optional[str | torch.device] = None
+) -> float:
+    """Clean accuracy of ``model`` on ``data``, without gradients, in eval mode (the mode is restored after).
+
+    Args:
+        model: maps a batch of inputs to logits (N, C).
+        data: a Dataset of (x, y), a DataLoader, or a pair of tensors (X, y).
+        batch_size: batch size (ignored for a DataLoader).
+        device: where to compute; default: the model's device. The model is moved there.
+
+    Returns:
+        The fraction of correctly classified samples, in [0, 1].
+
+    Example:
+        >>> from deqlib import data, cells
+        >>> ds = data.load("digits", "test")
+        >>> acc = evaluate_accuracy(cells.classifier_for(ds, "mlp", width=16), ds)
+        >>> 0.0 <= acc <= 1.0
+        True
+    """
+    where = "evaluate_accuracy"
+    check_int(batch_size, "batch_size", where, minimum=1)
+    data = as_dataset(data, f"{where}: data")
+    dev = config.select_device(device) if device is not None else model_device(model, config.select_device())
+    model.to(dev)
+    was_training = model.training
+    model.eval()
+    correct, total = 0, 0
+    try:
+        with torch.no_grad():
+            for batch in make_loader(data, batch_size, shuffle=False):
+                x, y = split_batch(batch, dev, where)
+                correct += int((model(x).argmax(dim=1) == y).sum())
+                total += int(y.numel())
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError(f"{where}: the data set is empty")
+    return correct / total

@@ -1,0 +1,286 @@
+"""The training loop: :func:`fit`, in named steps (prepare, restore, one epoch, one batch, save).
+
+Determinism: all randomness of epoch ``e`` (shuffling, dropout, random attack starts, ...) is seeded from
+``(seed, e)`` alone, so a run resumed from the checkpoint written at the end of any epoch ends with exactly the
+same weights as an uninterrupted run (on the same machine and device).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .. import config
+from ..checkpoint import FIT_FORMAT, load_checkpoint, save_checkpoint
+from .accuracy import evaluate_accuracy
+from .batches import as_dataset, make_loader, split_batch
+from .history import History
+from .settings import FitSettings
+from .solve_stats import SolveStats
+
+__all__ = ["fit"]
+
+
+def fit(
+    model: nn.Module, train_data: Any, *, settings: Optional[FitSettings] = None, val_data: Any = None, **options: Any
+) -> History:
+    """Train ``model`` for ``epochs`` epochs; return the per-epoch :class:`~deqlib.train.History`.
+
+    Each epoch re-seeds Python, NumPy and PyTorch and the shuffling generator from ``(seed, epoch)`` only, so the
+    epoch does the same thing whether the run was resumed or not. The learning-rate schedule is stepped after each
+    batch. With ``checkpoint``, a checkpoint is written atomically at the end of every epoch (model, optimizer and
+    scheduler states, epochs done, history, seed and settings); with ``resume=True`` an existing one is restored
+    and training continues with the next epoch, ending with exactly the weights of an uninterrupted run.
+
+    Args:
+        model: the model; moved to ``device`` and left in train mode.
+        train_data: a Dataset of (x, y) pairs (or a pair of tensors (X, y)), batched and shuffled here; or a
+            DataLoader, used as is. Exact resume needs fit's own loader (or a DataLoader without its own
+            ``generator`` and with ``num_workers=0``, which then draws from the re-seeded global RNG).
+        settings: a :class:`~deqlib.train.FitSettings`; optional, the same settings can be given as keywords.
+        val_data: optional validation data (Dataset, DataLoader or (X, y)); its accuracy is recorded every epoch.
+        **options: the fields of :class:`~deqlib.train.FitSettings` (``epochs`` is required, here or in
+            ``settings``): ``epochs, loss_fn, optimizer, lr, weight_decay, batch_size, scheduler, grad_clip,
+            checkpoint, resume, seed, device, progress, log``; with ``settings``, they override its fields.
+
+    Returns:
+        The :class:`~deqlib.train.History` of all epochs (those restored from the checkpoint included); its
+        ``solver_steps`` / ``backward_steps`` count every solve of every DEQ of the model (see its docstring).
+
+    Raises:
+        TypeError: unknown keyword arguments, a setting of the wrong type, bad data, or a loss_fn returning
+            something else than a scalar loss.
+        ValueError: a setting out of range (epochs, lr, batch_size, weight_decay, grad_clip, seed, unknown
+            optimizer or scheduler), or a checkpoint whose settings differ from this call's in a way that breaks
+            resume.
+        FloatingPointError: the loss became NaN or Inf; nothing is saved for that epoch, so the last checkpoint
+            is the last good one.
+        CheckpointError: the checkpoint exists but is corrupt.
+
+    Example:
+        >>> from deqlib import data, cells
+        >>> ds = data.load("digits", "train")
+        >>> model = cells.classifier_for(ds, "mlp", width=32)
+        >>> h = fit(model, ds, epochs=2, lr=3e-3, progress=False)
+        >>> h["epoch"], h["train_loss"][1] < h["train_loss"][0]
+        ([1, 2], True)
+    """
+    s = FitSettings.build(settings, options)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fit: model must be an nn.Module, got {type(model).__name__}")
+    run = _prepare(model, train_data, val_data, s)
+    history, start = _restore(model, run, s)
+    stats = SolveStats()
+    with stats.listening(model):
+        for epoch in range(start, s.epochs):
+            record = _run_epoch(model, run, s, epoch, stats)
+            history.append(record)
+            _save(model, run, s, history, epoch + 1)
+            if s.log is not None:
+                s.log(dict(record))
+    return history
+
+
+@dataclass
+class _Run:
+    """What :func:`fit` sets up once: the data, their sizes, the device, the optimizer and the scheduler."""
+
+    train_data: Any
+    val_data: Any
+    n_batches: int
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[Any]
+    record: Dict[str, Any]  # the settings stored in (and compared with) the checkpoint
+
+
+def _prepare(model: nn.Module, train_data: Any, val_data: Any, s: FitSettings) -> _Run:
+    train_data = as_dataset(train_data, "fit: train_data")
+    if val_data is not None:
+        val_data = as_dataset(val_data, "fit: val_data")
+    own_loader = not isinstance(train_data, DataLoader)
+    try:
+        n_batches = math.ceil(len(train_data) / s.batch_size) if own_loader else len(train_data)
+        n_train = len(train_data) if own_loader else len(train_data.dataset)
+    except TypeError as e:
+        raise TypeError("fit: train_data must have a length (iterable-style data sets are not supported)") from e
+    if n_batches == 0:
+        raise ValueError("fit: train_data is empty")
+    device = config.select_device(s.device)
+    config.seed_everything(s.seed)
+    model.to(device)
+    optimizer = _make_optimizer(s, model.parameters())
+    scheduler = _make_scheduler(s, optimizer, s.epochs * n_batches)
+    record = s.checkpoint_record(n_train=n_train, own_loader=own_loader)
+    return _Run(train_data, val_data, n_batches, device, optimizer, scheduler, record)
+
+
+def _make_optimizer(s: FitSettings, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.SGD(params, lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
+
+
+def _make_scheduler(s: FitSettings, optimizer: torch.optim.Optimizer, total_steps: int) -> Optional[Any]:
+    if s.scheduler is None:
+        return None
+    if s.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=total_steps)
+
+
+def _restore(model: nn.Module, run: _Run, s: FitSettings) -> Tuple[History, int]:
+    """Load ``s.checkpoint`` if it exists and ``s.resume``; return the history so far and the epochs done."""
+    path = s.checkpoint
+    if path is None or not s.resume or not os.path.exists(path):
+        return History(), 0
+    state = load_checkpoint(path, map_location="cpu")
+    if state.get("format") != FIT_FORMAT:
+        raise ValueError(f"fit: {path!r} is not a checkpoint written by fit (format {state.get('format')!r})")
+    conflicts = s.resume_conflicts(state.get("settings", {}), run.record)
+    if conflicts:
+        raise ValueError(
+            f"fit: cannot resume {path!r}: its settings differ from this call's in a way that breaks an exact "
+            f"resume ({'; '.join(conflicts)}). Use the same settings, another checkpoint path, or resume=False to "
+            "start over."
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"fit: the model in {path!r} does not fit this model: {e}") from e
+    history, start = History.from_dict(state["history"]), int(state["epoch"])
+    if start < s.epochs:  # a finished run needs nothing else
+        run.optimizer.load_state_dict(state["optimizer"])
+        if run.scheduler is not None:
+            run.scheduler.load_state_dict(state["scheduler"])
+    return history, start
+
+
+def _save(model: nn.Module, run: _Run, s: FitSettings, history: History, epochs_done: int) -> None:
+    """Write the checkpoint of the end of an epoch, atomically (nothing when there is no checkpoint path)."""
+    if s.checkpoint is None:
+        return
+    state = {
+        "format": FIT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "epoch": epochs_done,
+        "history": history.to_dict(),
+        "seed": s.seed,
+        "settings": run.record,
+    }
+    save_checkpoint(s.checkpoint, state)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for (seed, 0-based epoch) alone, well mixed, in [0, 2**31)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), 0x0DE0]).generate_state(1)[0]) & 0x7FFFFFFF
+
+
+class _Meter:
+    """Running sums of one epoch: loss, accuracy (where the loss returned logits) and the last learning rate."""
+
+    def __init__(self, lr: float) -> None:
+        self.loss_sum, self.seen, self.correct, self.counted, self.lr = 0.0, 0, 0, 0, lr
+
+    def add(self, loss: float, y: Tensor, logits: Optional[Tensor]) -> None:
+        n = int(y.shape[0])
+        self.loss_sum += loss * n
+        self.seen += n
+        if logits is not None and logits.dim() >= 2 and logits.shape[0] == n:
+            self.correct += int((logits.detach().argmax(dim=1) == y).sum())
+            self.counted += n
+
+    def postfix(self, stats: SolveStats) -> Dict[str, str]:
+        post = {"loss": f"{self.loss_sum / max(self.seen, 1):.4f}"}
+        if self.counted:
+            post["acc"] = f"{self.correct / self.counted:.3f}"
+        for key, tag in (("steps", "forward"), ("bsteps", "backward")):
+            if stats.mean(tag) is not None:
+                post[key] = f"{stats.mean(tag):.1f}"
+        return post
+
+
+def _run_epoch(model: nn.Module, run: _Run, s: FitSettings, epoch: int, stats: SolveStats) -> Dict[str, Any]:
+    """Train one epoch (0-based ``epoch``) and return its record (validation included)."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    eseed = _epoch_seed(s.seed, epoch)
+    config.seed_everything(eseed)
+    loader = make_loader(run.train_data, s.batch_size, shuffle=True, generator=torch.Generator().manual_seed(eseed))
+    model.train()
+    stats.reset()
+    meter = _Meter(float(run.optimizer.param_groups[0]["lr"]))
+    bar = tqdm(loader, total=run.n_batches, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not s.progress, leave=True)
+    try:
+        for b, batch in enumerate(bar):
+            _train_step(model, run, s, batch, meter, (epoch, b))
+            if s.progress:
+                bar.set_postfix(meter.postfix(stats), refresh=False)
+    finally:
+        bar.close()
+    record: Dict[str, Any] = {
+        "epoch": epoch + 1,
+        "train_loss": meter.loss_sum / max(meter.seen, 1),
+        "train_acc": meter.correct / meter.counted if meter.counted else None,
+    }
+    solver_steps, backward_steps = stats.mean("forward"), stats.mean("backward")  # before the validation solves
+    if run.val_data is not None:
+        record["val_acc"] = evaluate_accuracy(model, run.val_data, batch_size=max(s.batch_size, 256), device=run.device)
+        model.train()
+    record.update(solver_steps=solver_steps, backward_steps=backward_steps, lr=meter.lr)
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _train_step(model: nn.Module, run: _Run, s: FitSettings, batch: Any, meter: _Meter, at: Tuple[int, int]) -> None:
+    """One optimisation step on one batch; ``at`` = (0-based epoch, 0-based batch), for the error message."""
+    x, y = split_batch(batch, run.device)
+    loss, logits = _unpack_loss(s.loss(model, x, y))
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        epoch, b = at
+        raise FloatingPointError(
+            f"fit: the loss is {value} at epoch {epoch + 1}, batch {b + 1} of {run.n_batches}; "
+            "nothing was saved for this epoch"
+            + (f" (the last checkpoint holds {epoch} epoch(s))" if s.checkpoint is not None else "")
+            + ". Try a smaller lr, grad_clip or a more stable model."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if s.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+    meter.lr = float(run.optimizer.param_groups[0]["lr"])
+    run.optimizer.step()
+    if run.scheduler is not None:
+        run.scheduler.step()
+    meter.add(value, y, logits)
+
+
+def _unpack_loss(out: Any) -> Tuple[Tensor, Optional[Tensor]]:
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise TypeError(f"fit: loss_fn must return loss or (loss, logits), got a sequence of {len(out)}")
+        loss, logits = out
+    else:
+        loss, logits = out, None
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise TypeError(
+            f"fit: loss_fn must return a scalar tensor loss (or (loss, logits)), got {type(loss).__name__}"
+            + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else "")
+        )
+    if logits is not None and not isinstance(logits, Tensor):
+        raise TypeError(f"fit: the logits returned by loss_fn must be a tensor or None, got {type(logits).__name__}")
+    return loss.reshape(()), logits
