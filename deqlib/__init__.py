@@ -47,6 +47,7 @@ from .config import choose, get_mode, is_fast, seed_everything, select_device, s
 from .deq import DEQ
 from .diagnostics import jacobian_frobenius, spectral_radius
 from .solvers import (
+    SolverConvergenceWarning,
     SolverDivergenceWarning,
     SolverInfo,
     anderson,
@@ -83,6 +84,7 @@ __all__ = [
     "damped_steps",
     "SolverInfo",
     "SolverDivergenceWarning",
+    "SolverConvergenceWarning",
     "register_solver",
     "get_solver",
     "available_solvers",

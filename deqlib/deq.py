@@ -1,15 +1,20 @@
 """The DEQ layer: z* = f(z*, x), solved without a graph, with a gradient attached afterwards.
 
-Gradients:
-    ``"ift"``: implicit function theorem. The returned state is f(z*, x); its backward replaces the incoming
-        gradient v by the solution g of the adjoint fixed point g = J^T g + v (J = df/dz at z*), solved by a
-        configurable solver with vector-Jacobian products; autograd then carries g^T df/dtheta and g^T df/dx.
-        Memory does not grow with the number of forward iterations.
-    ``"phantom"``: k damped steps z <- (1 - tau) z + tau f(z, x) from the detached z*, back-propagated through
-        those steps only (Geng et al. 2021).
+The forward value is z*, the solver's result, whatever the gradient: the gradient mode changes only the backward
+(so an attack under one gradient optimises the function that ``predict`` evaluates). Gradients:
+    ``"ift"``: implicit function theorem. The backward replaces the incoming gradient v by the solution g of the
+        adjoint fixed point g = J^T g + v (J = df/dz at z*), solved by a configurable solver with vector-Jacobian
+        products; autograd then carries g^T df/dtheta and g^T df/dx (through one application of f at z*, whose
+        value is not used). Memory does not grow with the number of forward iterations.
+    ``"phantom"``: the gradient of k damped steps z <- (1 - tau) z + tau f(z, x) from the detached z*
+        (Geng et al. 2021), attached to z* (the value of those steps is not used).
     ``"unroll"``: the solver itself runs with autograd on, so the gradient is exact for the iterations taken.
 
 The forward value does not depend on whether autograd is on, nor on ``train()`` / ``eval()``.
+
+Non-convergence is not silent: a forward or adjoint solve in which some samples stop at their budget without
+reaching the tolerance emits one :class:`~deqlib.solvers.SolverConvergenceWarning`, and every DEQ counts them in
+``deq.convergence`` (see :mod:`deqlib.solvers.convergence`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ._validate import check_callable, check_choice, check_fraction, check_int, check_tensor
 from .diagnostics import jacobian_frobenius, spectral_radius
-from .solvers import SolverInfo, check_solver_options, damped_steps, get_solver
+from .solvers import ConvergenceCounts, SolverInfo, check_solver_options, damped_steps, get_solver, warn_not_converged
 from .solvers.info import check_settings
 
 #: The tags a solve listener receives: a forward solve (``forward`` or ``solve``) and an adjoint solve (IFT backward).
@@ -33,16 +38,19 @@ SolveListener = Callable[[str, SolverInfo], None]
 
 GRADS = ("ift", "phantom", "unroll")
 
+#: The adjoint's default budget is this many times the forward's ``max_iter`` (see :class:`DEQ`).
+BACKWARD_MAX_ITER_FACTOR = 2
+
 
 class _ImplicitBackward(torch.autograd.Function):
-    """Identity in the forward; in the backward, solves g = J^T g + v and passes g on."""
+    """Returns z* (the value of ``z_in``); in the backward, solves g = J^T g + v and passes g on to f(z*)."""
 
     @staticmethod
     def forward(ctx: Any, f_out: Tensor, z_in: Tensor, deq: "DEQ") -> Tensor:  # type: ignore[override]
         ctx.deq = deq
         ctx.z_in = z_in
         ctx.f_out = f_out
-        return f_out.view_as(f_out)
+        return z_in.detach().clone()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], None, None]:  # type: ignore[override]
@@ -56,7 +64,7 @@ class _ImplicitBackward(torch.autograd.Function):
         solver = get_solver(deq.backward_solver)
         g, info = solver(adjoint, grad, **deq.backward_options)
         deq._last_backward_info = info
-        deq._notify("backward", info)
+        deq._report("backward", info)
         return g, None, None
 
 
@@ -72,7 +80,14 @@ class DEQ(nn.Module):
         grad: "ift", "phantom" or "unroll".
         max_iter, tol, stop_mode: forward solver settings.
         backward_solver: solver for the adjoint fixed point (IFT); default: the forward solver.
-        backward_max_iter, backward_tol: adjoint solver settings; default: the forward ones.
+        backward_max_iter: the adjoint's iteration budget; default ``2 * max_iter``
+            (:data:`BACKWARD_MAX_ITER_FACTOR`). The adjoint is linear, with the Jacobian of the forward's last
+            iterations, but it can need more steps than the forward to reach the same relative tolerance: on tanh
+            MLP cells (gains 0.5-1.3, budgets 10-50, tol 1e-3-1e-6; 2,500-3,300 forward-converged samples per
+            solver) a budget of ``max_iter`` left 9-39 of them unconverged in the adjoint, ``2 * max_iter`` 0-1
+            (``experiments/nonconvergence.py``). The adjoint stops per sample, so the larger budget costs only
+            where it is needed.
+        backward_tol: the adjoint's tolerance; default: the forward ``tol``.
         backward_options: extra options of the backward solver.
         phantom_steps, phantom_tau: k and tau of the phantom gradient (:func:`~deqlib.solvers.damped_steps`).
         jac_reg_samples: if > 0, each forward with autograd on stores a differentiable Hutchinson estimate of
@@ -82,7 +97,9 @@ class DEQ(nn.Module):
 
     Solver statistics: ``last_info`` / ``last_backward_info`` hold the reports of the LAST forward and adjoint
     solves; to see every solve (an adversarial-training batch makes several), register a listener with
-    :meth:`add_solve_listener`.
+    :meth:`add_solve_listener`. ``convergence`` (a :class:`~deqlib.solvers.ConvergenceCounts`) counts the samples
+    of every forward and adjoint solve and those that did not converge; each solve with such samples also emits a
+    :class:`~deqlib.solvers.SolverConvergenceWarning` (silenced inside :func:`~deqlib.solvers.quiet_convergence`).
 
     Example:
         >>> import torch
@@ -125,8 +142,9 @@ class DEQ(nn.Module):
         if backward_solver is None and not extra:
             extra = dict(solver_options)
         check_solver_options(self.backward_solver, extra)
+        default_backward = BACKWARD_MAX_ITER_FACTOR * max_iter if isinstance(max_iter, int) else max_iter
         self.backward_options = {
-            "max_iter": max_iter if backward_max_iter is None else backward_max_iter,
+            "max_iter": default_backward if backward_max_iter is None else backward_max_iter,
             "tol": tol if backward_tol is None else backward_tol,
             "stop_mode": stop_mode,
             **extra,
@@ -141,6 +159,7 @@ class DEQ(nn.Module):
         bo = self.backward_options
         check_settings("DEQ (backward)", bo["max_iter"], bo["tol"], bo["stop_mode"])
         self._solve_listeners: "OrderedDict[int, SolveListener]" = OrderedDict()
+        self.convergence = ConvergenceCounts()
         self.last_info: Optional[SolverInfo] = None
         self.last_trajectory: Optional[Tensor] = None
         self.last_jacobian_loss: Optional[Tensor] = None
@@ -164,6 +183,8 @@ class DEQ(nn.Module):
     def add_solve_listener(self, listener: SolveListener) -> RemovableHandle:
         """Call ``listener(tag, info)`` after every solve: tag "forward" (``forward`` and ``solve``) or "backward".
 
+        (``convergence`` counts the solves of ``forward`` and the adjoint, not those of the analysis ``solve``.)
+
         Returns a handle whose ``remove()`` unregisters it (as torch's hooks). Listeners are not saved in the
         state dict.
 
@@ -184,6 +205,18 @@ class DEQ(nn.Module):
     def _notify(self, tag: str, info: SolverInfo) -> None:
         for listener in list(self._solve_listeners.values()):
             listener(tag, info)
+
+    def _solver_name(self, tag: str) -> str:
+        solver = self.solver if tag == "forward" else self.backward_solver
+        return solver if isinstance(solver, str) else getattr(solver, "__name__", "solver")
+
+    def _report(self, tag: str, info: SolverInfo) -> None:
+        """A forward or adjoint solve is done: count it, warn if some samples did not converge, notify."""
+        self.convergence.add(tag, info)
+        budget = self.max_iter if tag == "forward" else self.backward_options["max_iter"]
+        where = "DEQ forward solve" if tag == "forward" else "DEQ adjoint solve (IFT backward)"
+        warn_not_converged(where, info, solver=self._solver_name(tag), max_iter=budget, stacklevel=3)
+        self._notify(tag, info)
 
     def extra_repr(self) -> str:
         name = self.solver if isinstance(self.solver, str) else getattr(self.solver, "__name__", "solver")
@@ -220,7 +253,10 @@ class DEQ(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, z0: Optional[Tensor] = None) -> Tensor:
-        """Return the equilibrium state for input x (batch first), with the configured gradient attached."""
+        """Return the equilibrium state z* for input x (batch first), with the configured gradient attached.
+
+        The value is the solver's result in every gradient mode; only the backward differs.
+        """
         z_init = self._check(x, z0)
 
         def f(z: Tensor) -> Tensor:
@@ -237,16 +273,15 @@ class DEQ(nn.Module):
         with torch.no_grad():
             z_star, info = self._solve(f, z_init, self.record)
         self._store(info)
-        if self.grad == "unroll":
+        if self.grad == "unroll" or not torch.is_grad_enabled():
             return z_star
         if self.grad == "phantom":
-            out = self._phantom(z_star.detach(), x)
-            if self.jac_reg_samples and torch.is_grad_enabled():
-                self._jacobian_loss(z_star.detach(), x)
-            return out
-        # IFT: output f(z*, x) and replace its incoming gradient by the adjoint solution.
-        if not torch.is_grad_enabled():
-            return self.cell(z_star, x)
+            steps = self._phantom(z_star, x)
+            if self.jac_reg_samples:
+                self._jacobian_loss(z_star, x)
+            return z_star + (steps - steps.detach())  # the value of z*, the gradient of the k steps
+        # IFT: the value of z*; the backward replaces the incoming gradient by the adjoint solution and carries it
+        # through one application of f at z*.
         z_in = z_star.detach().requires_grad_()
         f_out = self.cell(z_in, x)
         if self.jac_reg_samples:
@@ -256,7 +291,7 @@ class DEQ(nn.Module):
     def _store(self, info: SolverInfo) -> None:
         self.last_info = info
         self.last_trajectory = info.trajectory
-        self._notify("forward", info)
+        self._report("forward", info)
 
     def _jacobian_loss(self, z_in: Tensor, x: Tensor, f_out: Optional[Tensor] = None) -> None:
         if f_out is None:
@@ -270,7 +305,9 @@ class DEQ(nn.Module):
     def solve(self, x: Tensor, z0: Optional[Tensor] = None, *, record: bool = True, **overrides: Any):
         """Solve without any gradient and return ``(z*, info)``; ``info.trajectory`` holds z_0..z_K if record.
 
-        ``overrides`` replace forward solver settings for this call (e.g. ``max_iter=100``).
+        ``overrides`` replace forward solver settings for this call (e.g. ``max_iter=100``). An analysis solve is
+        often truncated on purpose (a trajectory of k states) and returns its report: it is not counted in
+        ``convergence`` and emits no convergence warning (listeners hear it, with the tag "forward").
         """
         z_init = self._check(x, z0)
         solver = get_solver(self.solver)

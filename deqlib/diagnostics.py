@@ -1,11 +1,13 @@
-"""Diagnostics of a fixed point: spectral radius of the Jacobian and its Frobenius norm (Hutchinson)."""
+"""Diagnostics of a fixed point: spectral radius of the Jacobian and its Frobenius norm (Hutchinson); how many
+samples of a model's solves did not converge (:func:`convergence_report`)."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._validate import check_int
 
@@ -76,3 +78,54 @@ def jacobian_frobenius(f_out: Tensor, z_in: Tensor, *, n_samples: int = 1, creat
         )
         total = total + vjp.reshape(n, -1).pow(2).sum(dim=1)
     return total / n_samples
+
+
+class ConvergenceReport:
+    """What :func:`convergence_report` yields: the solves of all DEQs of a model during the ``with`` block.
+
+    ``counts`` is a :class:`~deqlib.solvers.ConvergenceCounts` (live inside the block, final after it);
+    :meth:`as_dict` gives ``forward_nonconverged_fraction``, ``backward_nonconverged_fraction`` (``None`` where
+    no sample was solved), ``forward_solves``, ``backward_solves`` and the sample counts behind the fractions.
+    """
+
+    def __init__(self) -> None:
+        from .solvers import ConvergenceCounts
+
+        self.counts = ConvergenceCounts()
+
+    def as_dict(self) -> dict:
+        return self.counts.as_dict()
+
+    def __repr__(self) -> str:
+        return f"ConvergenceReport({self.as_dict()})"
+
+
+@contextmanager
+def convergence_report(model: nn.Module) -> Iterator[ConvergenceReport]:
+    """Count the forward and adjoint solves of every DEQ of ``model`` (itself included) inside the block.
+
+    Each DEQ keeps its own running counts (``deq.convergence``); the report adds up those made during the block,
+    over all DEQs (the analysis ``DEQ.solve`` is not counted). Combine it with
+    :func:`~deqlib.solvers.quiet_convergence` to replace a loop's per-solve warnings by one summary.
+
+    Example:
+        >>> import torch
+        >>> from deqlib import DEQ, MLPCell
+        >>> from deqlib.solvers import quiet_convergence
+        >>> deq = DEQ(MLPCell(8), max_iter=2, tol=1e-12)
+        >>> with convergence_report(deq) as report, quiet_convergence():
+        ...     deq(torch.randn(4, 8, requires_grad=True)).sum().backward()
+        >>> report.as_dict()["forward_nonconverged_fraction"], report.as_dict()["backward_solves"]
+        (1.0, 1)
+    """
+    from ._modules import deq_modules  # here: deqlib.deq imports this module
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convergence_report: model must be an nn.Module, got {type(model).__name__}")
+    report = ConvergenceReport()
+    handles = [deq.convergence.attach(report.counts) for deq in deq_modules(model)]
+    try:
+        yield report
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -12,6 +12,7 @@ API:
       gradient ascent (``steps`` steps of size ``alpha`` from a random start).
     * :class:`TRADES` (Zhang et al. 2019) — CE(clean) + β·KL(p_clean ‖ p_adv); the inner maximisation ascends the
       same KL from a small Gaussian start (0.001·N(0, 1)): at x itself the KL is at its minimum and its gradient zero.
+      With a random model (random depth) the two logits come from independent draws unless ``shared_depth=True``.
 
 The inner attack is plain torch on :mod:`deqlib.threat` (no torchattacks): every iterate stays in the ε-ball ∩ [0, 1],
 it differentiates with ``torch.autograd.grad`` with respect to the input only (the parameters' ``.grad`` is never
@@ -32,8 +33,8 @@ Example:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -193,14 +194,27 @@ class TRADES(_InnerAttack):
     """TRADES (Zhang et al. 2019): ``loss = CE(model(x), y) + beta * KL(p(x) ‖ p(x_adv))``, KL averaged over the batch.
 
     The inner maximisation ascends KL(p(x) ‖ p(x_adv)) from x + ``start_std``·N(0, 1) (projected), with p(x)
-    computed once, without a graph, at the start of the attack. In the outer loss both terms carry gradients.
+    computed once, without a graph, at the start of the attack. In the outer loss both terms carry gradients, the KL
+    through p(x) (the clean branch) as well as through p(x_adv), as in the reference code.
+
+    A RANDOM model (e.g. :class:`deqlib.defenses.RandomDepthClassifier` in ``train()`` mode) draws anew at every call,
+    so by default the clean and the adversarial logits come from two independent depths (faithful to the code of
+    Yang et al. 2023): the KL then also measures the depth noise and is positive even at ε = 0, where
+    ``x_adv = x`` (0.0004–0.009 on digits DEQs in the review of issue 9). ``shared_depth=True`` evaluates both logits of the outer loss
+    inside one ``model.pinned_depth()`` block, one depth for the pair: the KL is then exactly 0 at ε = 0. (The inner
+    attack's calls keep their own draws.) The model must offer ``pinned_depth()``; TRADES knows nothing else about it.
 
     Args:
         eps, alpha, steps, norm, attack_mode: as in :class:`PGDAT`.
         beta: weight of the robustness term (6.0 in the TRADES paper and in Yang et al. 2023).
         start_std: standard deviation of the Gaussian start.
+        shared_depth: one random draw (depth) for the clean and the adversarial logits of the outer loss.
 
-    Calling it returns ``(loss, logits)`` with the CLEAN logits (those of the cross-entropy term).
+    Calling it returns ``(loss, logits)`` with the CLEAN logits (those of the cross-entropy term); :meth:`terms` returns
+    the parts.
+
+    Raises:
+        TypeError: when called with ``shared_depth=True`` on a model without a ``pinned_depth()`` context manager.
     """
 
     name = "TRADES"
@@ -215,10 +229,14 @@ class TRADES(_InnerAttack):
         *,
         start_std: float = 0.001,
         attack_mode: Optional[str] = None,
+        shared_depth: bool = False,
     ) -> None:
         super().__init__(eps, alpha, steps, norm, attack_mode)
         self.beta = check_nonnegative(beta, "beta", self.name)
         self.start_std = check_nonnegative(start_std, "start_std", self.name)
+        if not isinstance(shared_depth, bool):
+            raise TypeError(f"{self.name}: shared_depth must be a bool, got {type(shared_depth).__name__}")
+        self.shared_depth = shared_depth
 
     def perturb(self, model: nn.Module, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """The adversarial batch (detached, in the ε-ball ∩ [0, 1]) that maximises KL(p(x) ‖ p(x_adv)); y is unused."""
@@ -233,12 +251,42 @@ class TRADES(_InnerAttack):
             model, x, x_adv, lambda logits: F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum")
         )
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+    def _pair(self, model: nn.Module):
+        """The context of the outer loss's two calls: one pinned depth if ``shared_depth``, else nothing."""
+        if not self.shared_depth:
+            return nullcontext()
+        pin = getattr(model, "pinned_depth", None)
+        if not callable(pin):
+            raise TypeError(
+                f"{self.name}: shared_depth=True needs a model with a pinned_depth() context manager "
+                f"(e.g. deqlib.defenses.RandomDepthClassifier), got {type(model).__name__}; a deterministic model "
+                "needs no shared depth"
+            )
+        return pin()
+
+    def terms(self, model: nn.Module, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
+        """The parts of the loss: ``{"loss", "ce", "kl", "logits", "logits_adv", "x_adv"}`` (graphs kept)."""
         x_adv = self.perturb(model, x, y)
-        logits = _logits_of(model, x)
-        logits_adv = _logits_of(model, x_adv)
-        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
-        return F.cross_entropy(logits, y) + self.beta * kl, logits
+        with self._pair(model):
+            logits = _logits_of(model, x)
+            logits_adv = _logits_of(model, x_adv)
+        # KL(p ‖ q) from log-probabilities on both sides: exactly 0 when the two logits are equal
+        log_p, log_q = F.log_softmax(logits, dim=1), F.log_softmax(logits_adv, dim=1)
+        kl = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+        ce = F.cross_entropy(logits, y)
+        return {
+            "loss": ce + self.beta * kl,
+            "ce": ce,
+            "kl": kl,
+            "logits": logits,
+            "logits_adv": logits_adv,
+            "x_adv": x_adv,
+        }
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+        parts = self.terms(model, x, y)
+        return parts["loss"], parts["logits"]
 
     def _extra(self) -> dict:
-        return {"beta": self.beta, **super()._extra()}
+        extra = {"beta": self.beta, **super()._extra()}
+        return {**extra, "shared_depth": True} if self.shared_depth else extra

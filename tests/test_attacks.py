@@ -264,6 +264,73 @@ def test_autoattack_standard_has_the_official_parameters(model, batch):
     assert res["accuracy"] == 0.0 and res["max_perturbation"] <= 0.4 + TOL
 
 
+@pytest.fixture(scope="module")
+def mlp(digits):
+    """A plain (non-DEQ) MLP trained for a few seconds: the standard AutoAttack budgets run fast on it."""
+    train, _ = digits
+    x, y = train.tensors()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(5):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+class _Saturated(nn.Module):
+    """Logits times 1e4: the cross-entropy of a confident sample is exactly 0 in float32, and so is its gradient
+    (APGD-CE cannot move); the targeted DLR loss (APGD-T), FAB's logit differences and Square's margin are scale-free."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return 1e4 * self.inner(x)
+
+
+class _Rounded(nn.Module):
+    """Inputs rounded to 4 levels: zero input gradient, so only Square (black-box) can attack it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 3) / 3)
+
+
+def test_every_autoattack_member_breaks_what_the_others_cannot(mlp, digits):
+    """Each member of the standard set, as the composite holds it, must do its own work (a no-op member fails this):
+    on a saturated model APGD-CE breaks nothing while APGD-T, FAB-T and Square each break almost every sample
+    alone, and the composite's per-sample result is the worst case over its members; on a zero-gradient model
+    the gradient attacks only have their random starts, and Square is what breaks it."""
+    x, y = digits[1].subset(12, seed=1).tensors()
+    eps = 0.25
+    sat = _Saturated(mlp).eval()
+    aa = autoattack_standard(sat, eps)
+    alone = {A.attack_name(m): robust_accuracy(sat, m, (x, y)) for m in aa.attacks}
+    n_clean = alone["apgd_ce"]["n_clean_correct"]
+    assert n_clean >= 10 and alone["apgd_ce"]["n_correct"] == n_clean  # the CE gradient is exactly zero
+    for name in ("apgd_t", "fab_t", "square"):
+        assert alone[name]["n_correct"] <= 1, (name, alone[name]["n_correct"])
+    composite = robust_accuracy(sat, aa, (x, y))
+    survivors = [all(alone[k]["robust"][i] for k in alone) for i in range(12)]
+    assert composite["robust"] == survivors and composite["n_correct"] <= 1
+
+    rounded = _Rounded(mlp).eval()
+    apgd, _, _, sq = autoattack_standard(rounded, eps).attacks
+    ce = robust_accuracy(rounded, apgd, (x, y))
+    assert ce["n_correct"] >= ce["n_clean_correct"] - 1  # only its random start can fool it
+    assert robust_accuracy(rounded, sq, (x, y))["n_correct"] <= 1
+
+
 def test_autoattack_with_fewer_classes_targets_all_others(model):
     aa = autoattack_standard(model, 0.1, n_classes=5)
     assert aa.attacks[1].n_target_classes == 4 and aa.attacks[2].n_target_classes == 4
@@ -388,6 +455,15 @@ def test_pgd_lowers_accuracy_and_robust_accuracy_reports(model, digits):
     json.dumps(res)
     again = robust_accuracy(model, A.pgd(model, 0.1, steps=10), test, n=48, seed=0, batch_size=48)
     assert again["n_correct"] == res["n_correct"]  # seeded, and batch size does not matter
+    # per-sample results: robust implies clean-correct, broken_by names the attack, and a 95 % (Wilson) interval
+    assert len(res["robust"]) == len(res["clean_correct"]) == len(res["broken_by"]) == 48
+    assert sum(res["robust"]) == res["n_correct"] and sum(res["clean_correct"]) == res["n_clean_correct"]
+    for c, r, b in zip(res["clean_correct"], res["robust"], res["broken_by"]):
+        assert b == (None if r else ("pgd" if c else "clean")) and (c or not r)
+    assert res["ci95"][0] < res["accuracy"] < res["ci95"][1] and res["ci95"][1] - res["ci95"][0] < 0.35
+    assert res["clean_ci95"][0] < res["clean_accuracy"] <= res["clean_ci95"][1]
+    assert res["convergence"]["forward_solves"] > 0 and res["convergence"]["backward_solves"] > 0
+    assert res["robust"] == again["robust"]
     x, y = test.tensors()
     assert robust_accuracy(model, A.fgsm(model, 0.1), (x, y), n=10)["n_samples"] == 10
 

@@ -138,3 +138,17 @@ def test_bad_classifier_builders():
         deqlib.classifier_for(deqlib.data.load("digits", "test"), kind="rnn")
     with pytest.raises(ValueError, match="unknown activation 'sigmoidal'"):
         MLPCell(4, activation="sigmoidal")
+
+
+def test_convergence_counts_and_report_reject_bad_arguments(deq):
+    from deqlib.diagnostics import convergence_report
+
+    with pytest.raises(ValueError, match="ConvergenceCounts.add: tag must be 'forward' or 'backward', got 'solve'"):
+        deq.convergence.add("solve", deq.solve(torch.randn(2, 8))[1])
+    with pytest.raises(TypeError, match="ConvergenceCounts.attach: expected ConvergenceCounts, got dict"):
+        deq.convergence.attach({})
+    with pytest.raises(TypeError, match="convergence_report: model must be an nn.Module, got ConvergenceCounts"):
+        with convergence_report(deq.convergence):
+            pass
+    with pytest.raises(ValueError, match=r"DEQ \(backward\): max_iter must be an int >= 1"):
+        DEQ(MLPCell(8), backward_max_iter=0)

@@ -26,6 +26,7 @@ from deqlib.defenses import (
 )
 from deqlib.deq import DEQ
 from deqlib.lyapunov import LyapunovFunction
+from deqlib.solvers import get_solver
 
 DT = torch.float64
 N_STATE = 4
@@ -177,8 +178,9 @@ def test_residual_projected_dynamics_decrease_V_of_residual_at_rate_alpha():
     assert (dW <= -alpha * W * (1 - 1e-9) + 1e-15).all()
     torch.testing.assert_close(dW[active], -alpha * W[active], rtol=1e-8, atol=1e-14)
     # a small-step rollout of the dynamics from these states: W_{k+1} <= (1 - alpha h) W_k up to O(h^2)
-    report = certificate_check(DEQ(cell), u, steps=50, z0=z, rtol=1e-5)
+    report = certificate_check(DEQ(cell), u, steps=50, z0=z, rtol=1e-5, source="dynamics")
     assert report["violations"] == 0, report
+    assert report["nominal"]["violations"] > 0, report["nominal"]  # the unprojected map does not pass
     assert report["V_final"] < math.exp(-alpha * 50 * 1e-3) * report["V_initial"] * 1.01
 
 
@@ -260,37 +262,123 @@ def test_orthogonal_linear_shapes():
 # ---------------------------------------------------------------- certificate check
 
 
+def _steps_taken(deq, u, steps):
+    """(step, sample) pairs the model's solver computes in ``steps`` iterations: a stopped sample's end there."""
+    _, info = deq.solve(u, record=True, max_iter=steps)
+    k = info.trajectory.shape[0] - 1
+    running = ~info.converged & ~info.diverged & (info.steps == k)
+    return int(torch.where(running, info.steps, info.steps - 1).sum())
+
+
 def test_certificate_check_on_trained_model(digits):
-    model = _model(digits, center="residual", alpha=0.5, h=0.1, grad="phantom", phantom_steps=5, max_iter=60)
+    """The projection must be what passes the certificate: its nominal control, on the same solver iterates, fails.
+
+    alpha = 4, h = 0.1: the nominal step z + h (f - z) shrinks the residual by about 1 - h (1 - rho) per step, far
+    slower than the certified factor 1 - 2 h (checked at alpha = 2: where the projection acts W shrinks by about
+    exp(-4 h) < 1 - 2 h); the projected cell passes. With the projection replaced by the identity both fail.
+    """
+    model = _model(digits, center="residual", alpha=4.0, h=0.1, grad="phantom", phantom_steps=5, max_iter=40)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = digits.images[:64], digits.labels[:64]
     for _ in range(8):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    report = certificate_check(model, x[:16], steps=40)
+    report = certificate_check(model, x[:16], alpha=2.0)
     expected = {
+        "map",
+        "source",
+        "solver",
         "violations",
         "steps",
         "rate",
         "max_excess",
         "per_step",
-        "alpha",
-        "dt",
-        "center",
-        "source",
-        "rtol",
-        "atol",
         "V_initial",
         "V_final",
+        "converged",
+        "projection_active",
+        "nominal",
+        "alpha",
+        "dt",
+        "factor",
+        "max_iter",
+        "center",
+        "rtol",
+        "atol",
     }
     assert expected <= set(report)
-    assert report["steps"] == 40 * 16 and 0.0 <= report["rate"] <= 1.0
-    assert report["alpha"] == 0.5 and report["dt"] == 0.1 and report["center"] == "residual"
-    assert report["rate"] <= 0.01, report
-    assert report["V_final"] < report["V_initial"]
-    solver = certificate_check(model, x[:4], steps=5, source="solver")
-    assert 0.0 <= solver["rate"] <= 1.0 and solver["source"] == "solver"
+    nominal = report["nominal"]
+    assert report["source"] == "solver" and report["solver"] == "fixed_point" and report["max_iter"] == 40
+    assert report["map"].startswith("fixed_point iterates of the projected cell"), report["map"]
+    assert "nominal cell" in nominal["map"] and "no projection" in nominal["map"]
+    # the steps checked are those the model's solver takes (a sample that stopped takes no more)
+    u = model.inject(x[:16])
+    assert report["steps"] == _steps_taken(model.deq, u, 40) > 0
+    assert report["alpha"] == 2.0 and report["dt"] == 0.1 and report["factor"] == pytest.approx(0.8)
+    assert report["center"] == "residual"
+    # the control violates on this setup, the projected map does not: the certificate is the projection's doing
+    assert report["projection_active"] > 0.5, report
+    assert nominal["rate"] > 0.5, nominal
+    assert report["rate"] <= 0.01 and report["violations"] <= 0.02 * nominal["violations"], report
+    assert report["V_final"] < 0.05 * report["V_initial"] and report["V_final"] < nominal["V_final"]
+    # a fixed_point solver iterates the cell itself: plain iterations ("dynamics") see the same steps
+    dynamics = certificate_check(model, x[:4], steps=5, alpha=2.0, source="dynamics")
+    solver = certificate_check(model, x[:4], steps=5, alpha=2.0)
+    assert dynamics["source"] == "dynamics" and dynamics["solver"] is None and dynamics["converged"] is None
+    assert "plain iterations of the projected cell" in dynamics["map"]
+    for key in ("violations", "steps", "per_step", "V_initial", "V_final"):
+        assert dynamics[key] == solver[key], key
+        assert dynamics["nominal"][key] == solver["nominal"][key], key
+
+
+def _decrease_by_hand(values, taken, running, factor, rtol=1e-6, atol=0.0):
+    """Violations and steps of W_{k+1} <= factor W_k, sample by sample, up to where each one's solve stopped."""
+    violations = steps = 0
+    for n in range(values.shape[1]):
+        last = values.shape[0] - 1 if running[n] else int(taken[n]) - 1
+        for k in range(last):
+            steps += 1
+            prev, nxt = float(values[k, n]), float(values[k + 1, n])
+            violations += not (nxt - factor * prev <= rtol * abs(prev) + atol)
+    return violations, steps
+
+
+def test_certificate_check_defaults_to_the_solvers_own_iterates():
+    """An Anderson model: the default certifies Anderson's iterates (not the Euler map), and its nominal control."""
+    cell = _cell("residual", alpha=3.0, h=0.5, seed=2)
+    deq = DEQ(cell, solver="anderson", max_iter=25, tol=1e-6)
+    u = torch.randn(6, N_STATE, dtype=DT)
+    report = certificate_check(deq, u, alpha=1.0, atol=0.0)
+    assert report["source"] == "solver" and report["solver"] == "anderson"
+    assert report["map"].startswith("anderson iterates of the projected cell")
+    assert report["nominal"]["map"].startswith("anderson iterates of the nominal cell")
+    for name, step in (("projected", lambda s: cell(s, u)), ("nominal", lambda s: cell.nominal_step(s, u))):
+        _, info = get_solver("anderson")(step, torch.zeros_like(u), record=True, max_iter=25, tol=1e-6)
+        values = torch.stack([cell.lyapunov_value(s, u) for s in info.trajectory]).double()
+        k = info.trajectory.shape[0] - 1
+        running = ~info.converged & ~info.diverged & (info.steps == k)
+        part = report if name == "projected" else report["nominal"]
+        assert (part["violations"], part["steps"]) == _decrease_by_hand(values, info.steps, running, 0.5), name
+        assert part["converged"] == float(info.converged.float().mean())
+    # not the Euler map: plain iterations of the same cell give other states, hence other numbers
+    euler = certificate_check(deq, u, alpha=1.0, atol=0.0, source="dynamics")
+    assert (euler["steps"], euler["V_final"]) != (report["steps"], report["V_final"])
+
+
+def test_nominal_step_is_the_cell_without_the_projection():
+    cell = _cell("residual", alpha=3.0, h=0.2)
+    z, u = torch.randn(32, N_STATE, dtype=DT), torch.randn(32, N_STATE, dtype=DT)
+    with torch.no_grad():
+        fz = cell.cell(z, u)
+        torch.testing.assert_close(cell.nominal_step(z, u), z + 0.2 * (fz - z))
+        active = cell.field(z, u)["active"]
+        projected = cell(z, u)
+    assert active.any() and not active.all()
+    torch.testing.assert_close(projected[~active], cell.nominal_step(z, u)[~active])
+    assert not torch.allclose(projected[active], cell.nominal_step(z, u)[active])
+    one = LyapunovStableCell(cell.cell, cell.lyapunov, alpha=3.0, h=1.0)
+    assert torch.equal(one.nominal_step(z, u), fz)
 
 
 def test_certificate_check_can_fail_in_discrete_time(digits):
@@ -341,6 +429,8 @@ def test_bad_calls_raise(digits):
         certificate_check(model, x, source="anderson")
     with pytest.raises(ValueError):
         certificate_check(model, x, alpha=2.0)  # alpha * h = 2 > 1
+    with pytest.raises(ValueError, match="z0"):
+        certificate_check(model, x, z0=torch.zeros(2, 3))
     with pytest.raises(TypeError):
         certificate_check(DEQ(MLPCell(4)), torch.randn(2, 4))
     with pytest.raises(ValueError):

@@ -117,6 +117,58 @@ def test_inner_attack_runs_on_the_random_depth_model(digits, loss_cls):
     assert model.training
 
 
+def test_pinned_depth_holds_one_depth_for_every_call_inside(digits):
+    train, _, (x, _) = digits
+    model = RandomDepthClassifier(_untrained(train), generator=torch.Generator().manual_seed(2)).train()
+    with model.pinned_depth() as depth:
+        outs = [model(x[:4]) for _ in range(5)]
+        assert model.last_depth == depth and all(torch.equal(o, outs[0]) for o in outs)
+        with model.pinned_depth(3) as inner:
+            model(x[:4])
+            assert inner == 3 and model.last_depth == 3
+        model(x[:4])
+        assert model.last_depth == depth  # the outer pin is back
+    seen = set()
+    for _ in range(40):  # outside the block: fresh draws again
+        model(x[:2])
+        seen.add(model.last_depth)
+    assert len(seen) > 1
+    model.eval()
+    with model.pinned_depth() as depth:
+        assert depth == model.eval_depth
+    with pytest.raises(ValueError):
+        with model.pinned_depth(0):
+            pass
+
+
+def test_trades_kl_at_eps_zero_is_zero_only_with_a_shared_depth(digits):
+    """Independent depths for the clean and adversarial logits (the default) give KL > 0 at eps = 0; shared: 0."""
+    train, _, (x, y) = digits
+    x, y = x[:16], y[:16]
+    model = RandomDepthClassifier(_untrained(train), generator=torch.Generator().manual_seed(0)).train()
+    depths = []
+    model.register_forward_hook(lambda mod, inp, out: depths.append(mod.last_depth))
+    results = {}
+    for shared in (False, True):
+        trades = TRADES(eps=0.0, alpha=0.1, steps=2, shared_depth=shared)
+        results[shared] = []
+        for _ in range(6):
+            depths.clear()
+            parts = trades.terms(model, x, y)
+            assert torch.equal(parts["x_adv"], x) and len(depths) == 2  # eps = 0: no attack, two calls
+            results[shared].append((depths[0] != depths[1], parts["kl"].item(), parts))
+    independent, pinned = results[False], results[True]
+    # the seeded draws differ, and then the KL measures the depth noise (near-converged depths can round to ~0)
+    assert any(differ and kl > 1e-6 for differ, kl, _ in independent), [r[:2] for r in independent]
+    for differ, kl, parts in independent:
+        assert differ or kl == 0.0
+        assert differ == (not torch.equal(parts["logits"], parts["logits_adv"]))
+    for differ, kl, parts in pinned:
+        assert not differ and kl == 0.0
+        assert parts["loss"].item() == parts["ce"].item()
+        assert torch.equal(parts["logits"], parts["logits_adv"])
+
+
 def _by_hand(base, x, depth, steps, tau):
     """head(z) with z = ``steps`` damped steps of damping tau from the depth-th solver iterate."""
     u = base.inject(x)

@@ -5,9 +5,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+import deqlib
 from deqlib.cells import ConvCell, MLPCell, mlp_classifier
 from deqlib.deq import DEQ
 from deqlib.diagnostics import jacobian_frobenius, spectral_radius
+from deqlib.solvers import damped_steps
 
 TIGHT = dict(tol=1e-12, max_iter=300, backward_tol=1e-12, backward_max_iter=300)
 
@@ -102,6 +104,42 @@ def test_output_value_does_not_depend_on_grad_mode(grad):
         a = deq(x)
     b = deq(x.requires_grad_())
     assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_forward_value_is_z_star_in_every_gradient_mode_off_convergence():
+    """The gradient mode changes only the backward (issue 9, finding 2): on a cell NOT converged within the budget,
+    ift (formerly f(z*)), phantom (formerly k damped steps from z*) and unroll all return the solver's z*."""
+    torch.manual_seed(0)
+    cell = MLPCell(16, activation="tanh", norm=False, weight_scale=1.02).double()
+    x = 0.3 * torch.randn(4, 16, dtype=torch.float64)
+    z_star, info = DEQ(cell, max_iter=5).solve(x, record=False)
+    assert not info.converged.any()
+    step = (cell(z_star, x) - z_star).abs().max()
+    assert step > 1e-3  # f(z*) and damped steps from z* are far from z*: the comparison below can tell them apart
+    values = {}
+    for grad in ["ift", "phantom", "unroll"]:
+        deq = DEQ(cell, grad=grad, max_iter=5)
+        with deqlib.solvers.quiet_convergence():
+            with torch.no_grad():
+                values[grad, "no_grad"] = deq(x)
+            values[grad, "grad"] = deq(x.clone().requires_grad_())
+        assert values[grad, "grad"].requires_grad
+    for key, value in values.items():
+        torch.testing.assert_close(value.detach(), z_star, rtol=0, atol=1e-12, msg=str(key))
+
+
+def test_phantom_gradient_is_the_gradient_of_the_k_steps_at_z_star():
+    """The value is z*; the backward is that of the k damped steps from z*, with the incoming gradient at z*."""
+    cell = tanh_cell(width=6, scale=0.9)
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    deq = DEQ(cell, grad="phantom", phantom_steps=3, phantom_tau=0.5, tol=1e-10, max_iter=200)
+    z = deq(x)
+    v = torch.randn_like(z)
+    (g,) = torch.autograd.grad(z, x, v)
+    z_star = z.detach()
+    steps = damped_steps(lambda s: cell(s, x), z_star, 3, 0.5)
+    (g_ref,) = torch.autograd.grad(steps, x, v)
+    torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-14)
 
 
 def test_deq_sample_alone_equals_sample_in_batch():

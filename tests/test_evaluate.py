@@ -20,6 +20,7 @@ from deqlib.evaluate import (
     check_gradient_choices,
     check_large_eps,
     check_monotone_eps,
+    check_steps_restarts,
     evaluate_robustness,
     masking_checks,
     save_json,
@@ -62,6 +63,41 @@ class _Quantised(nn.Module):
         return self.inner(torch.round(x * 3) / 3)
 
 
+class _Reverse(torch.autograd.Function):
+    """The identity, whose backward turns the gradient around."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class _WrongPhantom(nn.Module):
+    """A DEQ whose phantom gradient points downhill (its IFT and unrolled gradients are fine)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(_Reverse.apply(x) if self.inner.deq.grad == "phantom" else x)
+
+
+class _TinyGradient(nn.Module):
+    """Rounded inputs plus 1e-15 x W: an input gradient of norm ~1e-14, nonzero but too small to move a logit."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("w", torch.randn(64, 10, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return self.inner(torch.round(x * 3) / 3) + 1e-15 * (x.flatten(1) @ self.w)
+
+
 class _Noisy(nn.Module):
     """A randomised model: its logits differ between two calls."""
 
@@ -98,6 +134,27 @@ def test_evaluate_robustness_report(model, batch, tmp_path):
     for r in res["results"]:
         assert worst[(r["norm"], r["eps"])]["accuracy"] <= r["accuracy"]
     assert res["model"]["deq"][0]["grad"] == "ift"
+    # per-sample results: each run's mask, and per radius the worst case and the first attack that broke each sample
+    clean = res["clean_correct"]
+    assert len(clean) == 16 and sum(clean) == res["n_clean_correct"]
+    for r in res["results"]:
+        assert len(r["robust"]) == 16 and sum(r["robust"]) == r["n_correct"]
+        assert not any(rb and not c for rb, c in zip(r["robust"], clean))  # robust implies clean-correct
+        assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+    for (norm, eps), w in worst.items():
+        runs = [r for r in res["results"] if (r["norm"], r["eps"]) == (norm, eps)]
+        assert w["robust"] == [all(r["robust"][i] for r in runs) for i in range(16)]  # survives every attack
+        for i, who in enumerate(w["broken_by"]):
+            if who is None:
+                assert w["robust"][i]
+            elif who == "clean":
+                assert not clean[i]
+            else:  # the FIRST attack, in the given order, under which sample i did not survive
+                first = next(r["attack"] for r in runs if not r["robust"][i])
+                assert clean[i] and who == first
+        assert w["ci95"][0] <= w["accuracy"] <= w["ci95"][1] and w["ci95"][1] - w["ci95"][0] > 0.1
+    assert set(res["convergence"]) >= {"forward_nonconverged_fraction", "backward_nonconverged_fraction"}
+    assert res["convergence"]["forward_solves"] > 0 and res["convergence"]["backward_solves"] > 0
     path = save_json(res, tmp_path / "sub" / "report.json")
     assert json.loads(path.read_text()) == json.loads(json.dumps(res))
 
@@ -172,8 +229,17 @@ def test_masking_checks_tiny_budget(model, batch):
     assert {"pgd_ift", "pgd_phantom", "pgd_unroll"} <= set(acc)
     assert any(k.startswith("intermediate_") for k in acc) and any(k.startswith("ensemble_") for k in acc)
     assert c["determinism_and_gradients"]["passed"] and c["determinism_and_gradients"]["max_logit_difference"] == 0.0
-    assert res["passed"] == (not res["failed"])
+    # a healthy model passes every check (each of which fails on a model built to fail it, below)
+    assert res["passed"] is True and res["failed"] == [] and all(v["passed"] for v in c.values())
     json.dumps(res)
+
+
+def test_masking_checks_fail_a_zero_gradient_model(model, batch):
+    """Inputs rounded to 4 levels: zero input gradients. Before issue 9 it passed 3 of the 6 checks (a flat curve
+    counted as monotone; steps, restarts and every gradient choice shared the zero gradient); now it fails all."""
+    x, y = batch
+    res = masking_checks(_Quantised(model).eval(), x, y, 0.1, budget=0.02, seed=0)
+    assert res["passed"] is False and res["failed"] == list(MASKING_CHECKS)
 
 
 def test_masking_checks_validate(model, batch):
@@ -212,10 +278,61 @@ def test_monotone_and_gradient_checks_report_numbers(model, batch):
     x, y = batch
     mono = check_monotone_eps(model, x, y, [0.2, 0.0, 0.1], steps=2)
     assert mono["eps"] == [0.0, 0.1, 0.2] and mono["passed"]
-    grads = check_gradient_choices(model, x, y, 0.1, steps=2, state_indices=(2,), phantom_steps=2)
+    assert mono["accuracy"][0] == mono["noise_accuracy"][0] == 1.0 and mono["accuracy"][2] < mono["noise_accuracy"][2]
+    grads = check_gradient_choices(model, x, y, 0.1, steps=3, state_indices=(2,), phantom_steps=2)
     assert set(grads["accuracy"]) == {"pgd_ift", "pgd_phantom", "pgd_unroll", "intermediate_2"}
-    assert grads["strongest"] in grads["accuracy"]
-    assert grads["gap_to_ift"] == pytest.approx(grads["accuracy"]["pgd_ift"] - min(grads["accuracy"].values()))
+    # a healthy DEQ: the three gradients agree (gap 0 at this budget), and each raises the loss above the random start
+    assert grads["passed"] and grads["gaps"] == {"ift": 0.0, "phantom": 0.0, "unroll": 0.0}
+    assert all(grads["loss"][f"pgd_{g}"] > 5 * grads["loss_random_start"] for g in ("ift", "phantom", "unroll"))
     plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     skipped = check_gradient_choices(plain, x, y, 0.1)
     assert skipped["passed"] is None and "no DEQ" in skipped["skipped"]
+
+
+def test_monotone_check_fails_a_flat_curve(model, batch):
+    """Zero input gradients: PGD's accuracy only follows the random noise it starts from — monotone, but flat."""
+    x, y = batch
+    res = check_monotone_eps(_Quantised(model).eval(), x, y, [0.0, 0.05, 0.1, 0.2], steps=3)
+    assert res["monotone"] and not res["beats_noise"] and res["passed"] is False
+    assert res["accuracy"] == res["noise_accuracy"] and res["max_gain_over_noise"] == 0.0
+    # too small a sweep is flat for a healthy model too: no evidence that the attack works
+    assert check_monotone_eps(model, x, y, [0.0, 0.001], steps=3)["passed"] is False
+
+
+def test_steps_restarts_check_can_fail(model, batch):
+    """Zero input gradients at eps 0.3: the gradient steps leave the loss of the random start unchanged, and which
+    samples fall depends on the random start only (restarts gain far more than a working attack's)."""
+    x, y = batch
+    healthy = check_steps_restarts(model, x, y, 0.1, steps=(2, 4), restarts=4)
+    assert healthy["passed"] and healthy["progress_passed"] and healthy["restarts_passed"]
+    assert healthy["loss_steps"][0] > 5 * healthy["loss_random_start"] and healthy["restart_gain"] <= 1 / 16
+    masked = check_steps_restarts(_Quantised(model).eval(), x, y, 0.3, steps=(2, 4), restarts=4)
+    assert masked["passed"] is False and masked["steps_passed"]  # more steps do not help the model: not the issue
+    assert not masked["progress_passed"] and masked["loss_steps"] == [masked["loss_random_start"]] * 2
+    assert not masked["restarts_passed"] and masked["restart_gain"] >= 3 / 16
+
+
+def test_gradient_choices_check_can_fail(model, batch):
+    """A DEQ whose phantom gradient points downhill (IFT and unrolled fine: the old check, comparing with the IFT
+    gradient only, passed it), and a model with zero input gradients (all three choices equally useless)."""
+    x, y = batch
+    kw = dict(steps=3, state_indices=(2,), phantom_steps=2)
+    wrong = check_gradient_choices(_WrongPhantom(model).eval(), x, y, 0.1, **kw)
+    assert wrong["passed"] is False and not wrong["gaps_passed"] and wrong["weakest_gradient"] == "phantom"
+    assert wrong["gaps"]["phantom"] >= 0.25 and wrong["gaps"]["ift"] == wrong["gaps"]["unroll"] == 0.0
+    assert wrong["informative"] == {"ift": True, "phantom": False, "unroll": True}
+    zero = check_gradient_choices(_Quantised(model).eval(), x, y, 0.1, **kw)
+    assert zero["passed"] is False and zero["gaps_passed"]  # all equally bad: no gap to see
+    assert zero["informative"] == {"ift": False, "phantom": False, "unroll": False}
+
+
+def test_gradient_probe_fails_a_tiny_nonzero_gradient(model, batch):
+    """A gradient of norm ~1e-14 is nonzero (the old check passed it) but cannot move a logit: the uphill probe,
+    one grey level along its sign, raises the margin of about as many samples as a random direction would."""
+    x, y = batch
+    res = check_determinism_gradients(_TinyGradient(model).eval(), x, y)
+    g = res["gradients"]["model"]
+    assert res["deterministic"] and g["finite"] and g["n_zero"] == 0 and 0 < g["min_norm"] < 1e-12
+    assert g["uphill_fraction"] < 0.5 and res["passed"] is False
+    healthy = check_determinism_gradients(model, x, y)
+    assert healthy["passed"] and all(v["uphill_fraction"] == 1.0 for v in healthy["gradients"].values())

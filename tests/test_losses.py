@@ -154,6 +154,48 @@ def test_trades_loss_is_ce_plus_beta_kl(digits, trained):
     )
 
 
+def _flat(grads):
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def test_trades_gradient_goes_through_both_branches_of_the_kl(digits, trained):
+    """Parameter gradients equal a hand-written TRADES loss in which p(x) carries its graph (the reference code)."""
+    _, _, (x, y) = digits
+    x, y = x[:24], y[:24]
+    params = [p for p in trained.parameters() if p.requires_grad]
+    trades = TRADES(eps=0.3, alpha=0.1, steps=3, beta=6.0)
+    torch.manual_seed(3)
+    parts = trades.terms(trained, x, y)
+    assert set(parts) == {"loss", "ce", "kl", "logits", "logits_adv", "x_adv"}
+    grads = _flat(torch.autograd.grad(parts["loss"], params))
+    x_adv = parts["x_adv"]
+
+    def by_hand(detach_clean: bool):
+        logits = trained(x)
+        log_p = logits.log_softmax(1)
+        if detach_clean:
+            log_p = log_p.detach()
+        kl = (log_p.exp() * (log_p - trained(x_adv).log_softmax(1))).sum(1).mean()
+        return F.cross_entropy(logits, y) + 6.0 * kl
+
+    reference = _flat(torch.autograd.grad(by_hand(False), params))
+    detached = _flat(torch.autograd.grad(by_hand(True), params))
+    torch.testing.assert_close(grads, reference, rtol=1e-4, atol=1e-6)
+    # not vacuous: the clean branch of the KL is a sizeable part of the gradient, so detaching p(x) changes it
+    assert (detached - reference).norm() > 0.05 * reference.norm()
+
+
+def test_trades_shared_depth_is_validated_and_needs_a_model_that_pins_its_depth():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(2, 1, 4, 4), torch.tensor([0, 1])
+    with pytest.raises(TypeError, match="pinned_depth"):
+        TRADES(0.1, 0.05, 2, shared_depth=True)(model, x, y)
+    with pytest.raises(TypeError, match="shared_depth"):
+        TRADES(0.1, 0.05, 2, shared_depth=1)
+    assert "shared_depth=True" in repr(TRADES(0.1, 0.05, 2, shared_depth=True))
+    assert "shared_depth" not in repr(TRADES(0.1, 0.05, 2))
+
+
 def test_losses_work_for_any_classifier():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))

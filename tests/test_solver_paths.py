@@ -62,3 +62,39 @@ def test_the_paths_take_many_steps_so_that_the_history_wraps():
     assert int(info.steps.max()) > 2 * 3
     _, info = _run(broyden, {"memory": 4}, w, x, autograd=False)
     assert int(info.steps.max()) > 4
+
+
+def _dense_broyden(f, z0, steps, memory):
+    """Good Broyden on one sample with a dense inverse-Jacobian estimate, restarted from -I when ``memory`` updates
+    have been made; the update of the restart step is computed from -I, so the estimate always satisfies the
+    newest secant condition B^{-1} dg = dz. Returns the iterates z_0 .. z_steps."""
+    d = z0.numel()
+    B = -torch.eye(d, dtype=z0.dtype)
+    z, n = z0.clone(), 0
+    gz = f(z) - z
+    states = [z]
+    for _ in range(steps):
+        z_next = z - B @ gz
+        gz_next = f(z_next) - z_next
+        dz, dg = z_next - z, gz_next - gz
+        if n == memory:
+            B, n = -torch.eye(d, dtype=z0.dtype), 0
+        B = B + torch.outer(dz - B @ dg, dz @ B) / (dz @ B @ dg)
+        n += 1
+        torch.testing.assert_close(B @ dg, dz, rtol=1e-9, atol=1e-12)  # the secant condition, restart or not
+        z, gz = z_next, gz_next
+        states.append(z)
+    return torch.stack(states)
+
+
+@pytest.mark.parametrize("memory", [1, 2, 3])
+@pytest.mark.parametrize("autograd", [False, True], ids=["buffers", "lists"])
+def test_broyden_restart_keeps_the_secant_condition(memory, autograd):
+    """After a restart the rank-one pair is recomputed from -I (issue 9, finding 8): both paths follow the dense
+    reference iterate by iterate, through several restarts."""
+    w, x = _problem(0.9, n=3, d=5)
+    steps = 9  # 8 updates: restarts after every `memory` of them
+    _, info = _run(broyden, {"memory": memory}, w, x, autograd=autograd, max_iter=steps + 1, tol=1e-300)
+    for i in range(x.shape[0]):
+        ref = _dense_broyden(lambda z: torch.tanh(w @ z + x[i]), torch.zeros(5, dtype=torch.float64), steps, memory)
+        torch.testing.assert_close(info.trajectory[: steps + 1, i].detach(), ref, rtol=1e-9, atol=1e-11)

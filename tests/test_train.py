@@ -4,6 +4,7 @@ bad inputs, accuracy. The recipes and the command line are in test_recipes.py.""
 import json
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from deqlib.checkpoint import (
     save_checkpoint,
     save_model,
 )
+from deqlib.solvers import SolverConvergenceWarning, quiet_convergence
 from deqlib.train import FitSettings, History, evaluate_accuracy, fit
 
 SMALL = dict(epochs=3, lr=3e-3, batch_size=128, scheduler="cosine", seed=7, progress=False, device="cpu")
@@ -193,6 +195,7 @@ def test_loss_without_logits_and_model_without_deq(digits):
 
     h = fit(plain, train, loss_fn=loss_only, **{**SMALL, "epochs": 1})
     assert h["train_acc"] == [None] and h["solver_steps"] == [None] and h["backward_steps"] == [None]
+    assert h["solver_nonconverged"] == [None] and h["backward_nonconverged"] == [None]
     assert len(calls) == math.ceil(len(train) / SMALL["batch_size"])
     assert json.loads(json.dumps(h)) == h.to_dict()
 
@@ -203,6 +206,7 @@ def test_phantom_gradient_records_no_backward_steps(digits):
     model.deq.grad = "phantom"
     h = fit(model, train, **{**SMALL, "epochs": 1})
     assert h["solver_steps"][0] > 0 and h["backward_steps"] == [None]
+    assert h["solver_nonconverged"][0] is not None and h["backward_nonconverged"] == [None]
 
 
 def _fit_run(train, test, path, **kw):
@@ -459,3 +463,61 @@ def test_solver_steps_exclude_validation_and_listener_removed_on_error(digits):
     with pytest.raises(RuntimeError, match="boom"):
         fit(model, train, loss_fn=broken, **{**SMALL, "epochs": 1})
     assert not model.deq._solve_listeners
+
+
+def test_history_records_the_non_converged_fraction_and_warns_once_per_epoch(digits):
+    """Issue 9, finding 1: a loss whose attack solves run on a 2-step budget. The History's solver_nonconverged /
+    backward_nonconverged are the shares of ALL the epoch's forward / adjoint samples that did not converge (checked
+    against a listener of the test's own); the per-solve warnings are replaced by one warning per epoch."""
+    train, test = digits
+    model = small_model(train)
+    deq = model.deq
+
+    def two_budgets(model, x, y):
+        deq.max_iter, deq.backward_options["max_iter"] = 2, 2
+        try:
+            x_adv = x.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        finally:
+            deq.max_iter, deq.backward_options["max_iter"] = 15, 30
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    seen = {"forward": [], "backward": []}
+    handle = deq.add_solve_listener(lambda tag, info: seen[tag].append(info.converged.clone()))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            h = fit(model, train, val_data=test, loss_fn=two_budgets, **{**SMALL, "epochs": 2})
+    finally:
+        handle.remove()
+    n_train = 2 * math.ceil(len(train) / SMALL["batch_size"])  # solves per epoch and kind (two per batch)
+    n_val = math.ceil(len(test) / 256)  # the validation's forward solves come after them and are not counted
+    assert len(seen["forward"]) == 2 * (n_train + n_val) and len(seen["backward"]) == 2 * n_train
+    for epoch in range(2):
+        start = epoch * (n_train + n_val)
+        fwd = torch.cat(seen["forward"][start : start + n_train])
+        bwd = torch.cat(seen["backward"][epoch * n_train : (epoch + 1) * n_train])
+        assert h["solver_nonconverged"][epoch] == pytest.approx(float((~fwd).float().mean()), rel=1e-12)
+        assert h["backward_nonconverged"][epoch] == pytest.approx(float((~bwd).float().mean()), rel=1e-12)
+        assert 0.4 < h["solver_nonconverged"][epoch] < 1.0  # the 2-step solves fail, most full ones do not
+    messages = [str(w.message) for w in caught if issubclass(w.category, SolverConvergenceWarning)]
+    assert len(messages) == 2 and messages[0].startswith("fit: epoch 1/2: ") and "solver_nonconverged" in messages[1]
+    assert not any(m.startswith("DEQ ") for m in messages)  # no per-solve warning
+    assert json.loads(json.dumps(h)) == h.to_dict()
+
+
+def test_evaluate_accuracy_warns_once_not_per_batch(digits):
+    _, test = digits
+    model = small_model(test)
+    model.deq.max_iter = 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate_accuracy(model, test, batch_size=64)
+    messages = [str(w.message) for w in caught if issubclass(w.category, SolverConvergenceWarning)]
+    assert len(messages) == 1 and messages[0].startswith("evaluate_accuracy: ")
+    assert f"/{len(test)} samples" in messages[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with quiet_convergence():
+            evaluate_accuracy(model, test, batch_size=64)  # an enclosing quiet block silences it

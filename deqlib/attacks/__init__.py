@@ -16,6 +16,9 @@ API map:
 * :mod:`~deqlib.attacks.intermediate` — DEQ-specific: :class:`IntermediateStateAttack` and
   :class:`EnsembleIntermediateAttack` (Yang et al. 2022).
 * :mod:`~deqlib.attacks.adaptive` — :class:`AdaptiveEntropyAttack`, through the entropy-reduction defence.
+  The four adaptive attacks that defence is evaluated with (their per-sample worst case):
+  :func:`entropy_adaptive_attacks` (:data:`ADAPTIVE_PRESETS`, :data:`ENTROPY_LAMBDA`, :func:`entropy_aware_loss`),
+  built on :class:`DefenseGradient` and :class:`ObjectiveAPGD` (torchattacks' APGD with another loss).
 * :mod:`~deqlib.attacks.robust` — :func:`robust_accuracy`, with the threat model checked on every batch;
   :func:`predict`.
 * Re-exported: the threat model of :mod:`deqlib.threat` (:data:`NORMS`, :func:`check_eps`, :func:`check_norm`,
@@ -37,7 +40,15 @@ from .adapters import (
     pgd_l2,
     square,
 )
-from .adaptive import AdaptiveEntropyAttack
+from .adaptive import (
+    ADAPTIVE_PRESETS,
+    ENTROPY_LAMBDA,
+    AdaptiveEntropyAttack,
+    DefenseGradient,
+    ObjectiveAPGD,
+    entropy_adaptive_attacks,
+    entropy_aware_loss,
+)
 from .builder import ADAPTERS, AUTOATTACK_STANDARD
 from .gradient import attack_gradient, check_gradient
 from .intermediate import EnsembleIntermediateAttack, IntermediateStateAttack
@@ -78,6 +89,12 @@ __all__ = [
     "IntermediateStateAttack",
     "EnsembleIntermediateAttack",
     "AdaptiveEntropyAttack",
+    "entropy_adaptive_attacks",
+    "ADAPTIVE_PRESETS",
+    "ENTROPY_LAMBDA",
+    "entropy_aware_loss",
+    "DefenseGradient",
+    "ObjectiveAPGD",
     # robust accuracy
     "predict",
     "robust_accuracy",

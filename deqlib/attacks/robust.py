@@ -1,7 +1,9 @@
 """Robust accuracy of a model under one attack, with the threat model checked on every adversarial batch.
 
 API map: :func:`robust_accuracy` (the report), :func:`predict` (labels in eval mode), and the steps it is made of,
-which :mod:`deqlib.evaluate` reuses: :func:`as_tensors`, :func:`seeded`, :func:`threat_model`, :func:`attack_batches`.
+which :mod:`deqlib.evaluate` reuses: :func:`as_tensors`, :func:`seeded`, :func:`threat_model`, :func:`attack_batches`,
+:func:`tracked` (the solver warnings silenced during an attack, the non-convergence counted instead),
+:func:`per_sample_report` (masks, which attack broke each sample, and 95 % intervals).
 """
 
 from __future__ import annotations
@@ -9,18 +11,31 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchattacks.attack import Attack
 
 from .._modules import model_device
 from .._validate import check_int, check_seed, check_tensor
+from ..diagnostics import convergence_report
+from ..solvers import quiet_convergence
 from ..threat import check_norm, perturbation_norm
 from .registry import attack_name, attack_params
 
-__all__ = ["robust_accuracy", "predict", "as_tensors", "seeded", "threat_model", "attack_batches", "NORM_SLACK"]
+__all__ = [
+    "robust_accuracy",
+    "predict",
+    "as_tensors",
+    "seeded",
+    "threat_model",
+    "attack_batches",
+    "tracked",
+    "per_sample_report",
+    "NORM_SLACK",
+]
 
 #: Slack allowed on ||x_adv - x|| beyond eps (floating-point rounding of x + delta), and on the [0, 1] range.
 NORM_SLACK = 1e-5
@@ -68,17 +83,48 @@ def seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
-    """Predicted labels of ``model`` in eval mode (its mode is restored)."""
+def _logits(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    """The logits of ``model`` in eval mode, batch by batch, on the CPU (its mode is restored)."""
     was = model.training
     model.eval()
     try:
         dev = model_device(model, _CPU)
-        return torch.cat(
-            [model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
-        )
+        return torch.cat([model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, x.shape[0], batch_size)])
     finally:
         model.train(was)
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
+    """Predicted labels of ``model`` in eval mode (its mode is restored)."""
+    return _logits(model, x, batch_size).argmax(1)
+
+
+@contextlib.contextmanager
+def tracked(model: nn.Module) -> Iterator[Any]:
+    """Inside the block the solvers' non-convergence warnings are silenced (an attack would raise thousands) and
+    counted instead: the yielded report's ``as_dict()`` (after the block) gives the fractions of forward and
+    backward solves of every DEQ in ``model`` that did not converge (``deqlib.diagnostics.convergence_report``)."""
+    with quiet_convergence(), convergence_report(model) as report:
+        yield report
+
+
+def per_sample_report(clean: Tensor, robust: Tensor, broken_by: List[Optional[str]]) -> Dict[str, Any]:
+    """The per-sample part of every robust-accuracy report (JSON-able).
+
+    ``clean_correct`` and ``robust`` as lists of bools, ``broken_by`` (None: robust; ``"clean"``: misclassified
+    without attack; else the name of the attack that broke the sample), and the Wilson 95 % intervals
+    ``clean_ci95`` and ``ci95`` of the clean and the robust accuracy.
+    """
+    from ..evaluate.statistics import wilson_interval  # here: deqlib.evaluate imports deqlib.attacks
+
+    n = int(clean.numel())
+    return {
+        "clean_correct": [bool(v) for v in clean.tolist()],
+        "robust": [bool(v) for v in robust.tolist()],
+        "broken_by": list(broken_by),
+        "clean_ci95": list(wilson_interval(int(clean.sum()), n)),
+        "ci95": list(wilson_interval(int(robust.sum()), n)),
+    }
 
 
 def threat_model(attack: Attack, eps: Optional[float] = None, norm: Optional[str] = None) -> Tuple[float, str]:
@@ -98,12 +144,15 @@ def attack_batches(
 ) -> Dict[str, Any]:
     """Run ``attack`` over (x, y) batch by batch; per-sample clean and adversarial correctness.
 
+    Returns ``clean_correct``, ``adv_correct`` (clean and adversarial prediction both right), ``perturbation``
+    (||x_adv - x|| per sample) and ``adv_loss`` (the cross-entropy at x_adv per sample), all on the CPU.
+
     Raises:
         RuntimeError: the attack returned a batch of the wrong shape, non-finite values, pixels outside [0, 1]
             or a perturbation larger than eps (beyond rounding): its numbers would not be robust accuracies.
     """
     dev = model_device(model, _CPU)
-    clean_ok, adv_ok, pert = [], [], []
+    clean_ok, adv_ok, pert, losses = [], [], [], []
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
         c = predict(model, xb, batch_size).to(dev) == yb
@@ -124,14 +173,22 @@ def attack_batches(
             raise RuntimeError(
                 f"{attack_name(attack)} left the threat model: max {norm} perturbation {worst:.6g} > eps = {eps:.6g}"
             )
-        a = predict(model, adv, batch_size).to(dev) == yb
+        logits = _logits(model, adv, batch_size)
+        yc = yb.cpu()
         clean_ok.append(c.cpu())
-        adv_ok.append(a.cpu())
+        adv_ok.append(logits.argmax(1) == yc)
         pert.append(p.cpu())
+        losses.append(F.cross_entropy(logits.float(), yc, reduction="none"))
     clean = torch.cat(clean_ok)
-    return {"clean_correct": clean, "adv_correct": torch.cat(adv_ok) & clean, "perturbation": torch.cat(pert)}
+    return {
+        "clean_correct": clean,
+        "adv_correct": torch.cat(adv_ok) & clean,
+        "perturbation": torch.cat(pert),
+        "adv_loss": torch.cat(losses),
+    }
 
 
+# size: the docstring documents every entry of the report
 def robust_accuracy(
     model: nn.Module,
     attack: Attack,
@@ -162,7 +219,9 @@ def robust_accuracy(
     Returns:
         A JSON-able dict: ``accuracy`` (robust accuracy in [0, 1]), ``n_samples``, ``n_correct``, ``attack``
         (name), ``params`` (the attack's parameters), ``eps``, ``norm``, ``seed``, ``seconds``, plus
-        ``clean_accuracy``, ``n_clean_correct`` and ``max_perturbation`` (largest ||x_adv - x|| seen).
+        ``clean_accuracy``, ``n_clean_correct`` and ``max_perturbation`` (largest ||x_adv - x|| seen); the
+        per-sample results of :func:`per_sample_report` (``clean_correct``, ``robust``, ``broken_by``, ``ci95``,
+        ``clean_ci95``); ``convergence``: the fractions of the DEQ solves during the attack that did not converge.
     """
     if not isinstance(attack, Attack):
         raise TypeError(f"robust_accuracy: attack must be a torchattacks.Attack, got {type(attack).__name__}")
@@ -171,12 +230,17 @@ def robust_accuracy(
     eps, norm = threat_model(attack, eps, norm)
     x, y = as_tensors(data_or_tensors, n, seed)
     start = time.perf_counter()
-    with seeded(seed, model_device(model, _CPU)):
+    with seeded(seed, model_device(model, _CPU)), tracked(model) as report:
         out = attack_batches(model, attack, x, y, eps=eps, norm=norm, batch_size=batch_size)
     seconds = time.perf_counter() - start
     n_samples = int(x.shape[0])
     n_correct = int(out["adv_correct"].sum())
     n_clean = int(out["clean_correct"].sum())
+    name = attack_name(attack)
+    broken_by = [
+        None if r else (name if c else "clean")
+        for c, r in zip(out["clean_correct"].tolist(), out["adv_correct"].tolist())
+    ]
     return {
         "accuracy": n_correct / n_samples,
         "n_samples": n_samples,
@@ -190,4 +254,6 @@ def robust_accuracy(
         "clean_accuracy": n_clean / n_samples,
         "n_clean_correct": n_clean,
         "max_perturbation": float(out["perturbation"].max()) if n_samples else math.nan,
+        **per_sample_report(out["clean_correct"], out["adv_correct"], broken_by),
+        "convergence": report.as_dict(),
     }

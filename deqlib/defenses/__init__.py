@@ -12,13 +12,17 @@ API map:
     * :mod:`~deqlib.defenses.entropy_reduction` — move the input to lower the entropy of the intermediate
       predictions (Yang et al. 2023, method 1): :class:`EntropyReductionDefense`; the adaptive attack through it is
       :class:`deqlib.attacks.adaptive.AdaptiveEntropyAttack`.
+      The gradients it hands an attacker (BPDA by default, or a refusal) are in
+      :mod:`~deqlib.defenses.entropy_gradients` (:data:`DEFENSE_GRADIENTS`); its four adaptive attacks are
+      :meth:`EntropyReductionDefense.adaptive_attacks`; one run's record is a :class:`PurificationTrace`.
     * :mod:`~deqlib.defenses.random_depth` — read out at a random solver depth (Yang et al. 2023, method 2):
       :class:`RandomDepthClassifier`.
 
 The per-state predictions these build on are in :mod:`deqlib.dynamics`; the training losses in :mod:`deqlib.losses`.
 """
 
-from .entropy_reduction import ATTACK_EPS, EntropyReductionDefense
+from .entropy_gradients import DEFENSE_GRADIENTS
+from .entropy_reduction import ATTACK_EPS, EntropyReductionDefense, PurificationTrace
 from .lyadeq import LyaDEQClassifier, LyapunovStableCell, lyadeq_classifier, orthogonal_head, orthogonal_linear
 from .lyadeq_checks import certificate_check, fixed_point_spread
 from .random_depth import RandomDepthClassifier
@@ -37,5 +41,7 @@ __all__ = [
     "AveragedStateClassifier",
     "ATTACK_EPS",
     "EntropyReductionDefense",
+    "PurificationTrace",
+    "DEFENSE_GRADIENTS",
     "RandomDepthClassifier",
 ]

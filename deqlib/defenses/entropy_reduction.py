@@ -1,27 +1,30 @@
 """Input entropy reduction (Yang, Li, Pang, Liu, ICML 2023, "method 1"): an inference-time defence of a DEQ classifier.
 
 While the solver runs, the defence moves the input inside a small L∞ ball to lower the entropy of the intermediate
-predictions. :class:`deqlib.attacks.adaptive.AdaptiveEntropyAttack` attacks through it (BPDA).
+predictions. Its forward carries an honest gradient (BPDA by default) or refuses to be differentiated
+(:mod:`~deqlib.defenses.entropy_gradients`); it is evaluated by the per-sample worst case over the four attacks of
+:meth:`EntropyReductionDefense.adaptive_attacks` (:mod:`deqlib.attacks.adaptive`).
 
-API: :class:`EntropyReductionDefense`; :data:`ATTACK_EPS` (the attack radius per data set that scales its default
-radii), :data:`PAPER_EPS`, :data:`PAPER_ETA` (the paper's CIFAR-10 settings).
+API: :class:`EntropyReductionDefense`, :class:`PurificationTrace`; :data:`ATTACK_EPS` (the attack radius per data set
+that scales its default radii), :data:`PAPER_EPS`, :data:`PAPER_ETA` (the paper's CIFAR-10 settings).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_deq_classifier, check_fraction, check_int
+from .._validate import check_choice, check_deq_classifier, check_fraction, check_int
 from ..dynamics import solver_iterate
 from ..losses import entropy
 from ..solvers import damped_steps
 from ..threat import check_eps, check_step
 from ._common import straight_through
+from .entropy_gradients import CALL_GRADIENTS, DEFENSE_GRADIENTS, refuse_gradient, smooth_sign
 
-__all__ = ["ATTACK_EPS", "PAPER_EPS", "PAPER_ETA", "EntropyReductionDefense"]
+__all__ = ["ATTACK_EPS", "PAPER_EPS", "PAPER_ETA", "EntropyReductionDefense", "PurificationTrace"]
 
 #: L∞ attack radius per data set, used to scale the defence's ε and η (the paper's values are for CIFAR-10).
 #: MNIST 0.3 (Madry et al.), Fashion-MNIST 0.1 and CIFAR-10 / SVHN 8/255 are the literature's usual radii;
@@ -70,6 +73,27 @@ def _radii(
     return check_eps(eps, "Linf", _WHERE), check_step(eta, "eta", _WHERE, norm="Linf")
 
 
+class PurificationTrace(NamedTuple):
+    """One run of :class:`EntropyReductionDefense` (see :meth:`EntropyReductionDefense.trace`).
+
+    Attributes:
+        logits: (N, C) the defended logits head(f(z, u_T)); with the chosen graph when traced with one.
+        inputs: the input of each round's solver steps, then the final x_T (rounds + 1 tensors, detached).
+        states: each round's state after its T_f solver steps (detached).
+        round_logits: each round's last evaluation head(f(z_r, u)) after its input steps (the last is ``logits``).
+        entropy: (rounds, steps + 1, N) the per-sample entropy before each input step and after the last one.
+        input_jacobian: the diagonal of d x_T / d x (the Jacobian of the purification is diagonal and exact almost
+            everywhere: 1 on a pixel that moves with the input, 0 on one the [0, 1] box holds), detached.
+    """
+
+    logits: Tensor
+    inputs: List[Tensor]
+    states: List[Tensor]
+    round_logits: List[Tensor]
+    entropy: Tensor
+    input_jacobian: Tensor
+
+
 class EntropyReductionDefense(nn.Module):
     """Input entropy reduction, an inference-time defence (Yang et al. 2023, "method 1").
 
@@ -96,21 +120,18 @@ class EntropyReductionDefense(nn.Module):
       set we scale both by ε_attack / (8/255), i.e. ε = ε_attack and η = ε_attack / 4, with ε_attack from
       ``attack_eps`` or the data set (:data:`ATTACK_EPS`, e.g. mnist5k 0.3 -> ε = 0.3, η = 0.075).
 
-    Gradients:
-
-    * :meth:`forward` does NOT differentiate through the defence's loop, like the authors' released evaluation,
-      which crafts the attack on the undefended model: the returned logits have the defended VALUES and,
-      attached straight-through, the GRADIENT of the undefended ``model(x)`` (with its configured gradient).
-      An attack library run on this module is therefore a transfer attack from the undefended model.
-    * :meth:`forward_differentiable` (BPDA, Athalye et al. 2018) back-propagates through the loop: the signed
-      steps and the projections are not differentiable (the sign is piecewise constant), so each input update
-      is replaced by the identity in the backward pass (∂x_{t+1}/∂x_t = I, hence ∂x_t/∂x = I); the T_f solver
-      steps of each round are differentiated as T_f plain steps z <- f(z, u_t) evaluated at the defence's own
-      states (exact when the model's solver is plain fixed-point iteration), chained across rounds. The values
-      are the defence's exactly. :class:`~deqlib.attacks.adaptive.AdaptiveEntropyAttack` uses it.
+    Gradients (:mod:`~deqlib.defenses.entropy_gradients`): the VALUES are the defence's whatever the gradient, and
+    the gradient is never the undefended model's unless asked for by name. ``gradient="bpda"`` (default): the
+    undefended model's gradient at the purified point x_T, times the purification's Jacobian (0 on pixels the
+    [0, 1] box clipped); ``"loop"`` / ``"loop_smooth"``: through the whole loop (the latter also through the signed
+    steps' own gradients); ``"none"``: differentiating the logits raises, naming the adaptive attacks.
+    :meth:`forward_with` picks a gradient for one call (also ``"transfer"``, the undefended model's).
+    An attack library run on this module therefore runs BPDA; the defence's evaluation is the per-sample worst case
+    over :meth:`adaptive_attacks`.
 
     After a call: ``last_inputs`` (N, C, H, W) the purified x_T; ``last_entropy`` (rounds, R + 1, N) the
-    per-sample entropy before each input step and after the last one, in each round.
+    per-sample entropy before each input step and after the last one, in each round; ``last_input_jacobian``
+    the diagonal of d x_T / d x.
 
     Args:
         model: a :class:`~deqlib.cells.DEQClassifier`.
@@ -121,6 +142,7 @@ class EntropyReductionDefense(nn.Module):
         eps: radius ε of the L∞ ball around the given input (default: see above); 0 disables the input updates.
         dataset: a data set name or :class:`~deqlib.data.ImageDataset` for the default radii.
         attack_eps: the attack radius for the default radii (instead of the data set's).
+        gradient: the gradient :meth:`forward` carries, one of :data:`DEFENSE_GRADIENTS` ("bpda").
     """
 
     def __init__(
@@ -134,6 +156,7 @@ class EntropyReductionDefense(nn.Module):
         dataset: Any = None,
         *,
         attack_eps: Optional[float] = None,
+        gradient: str = "bpda",
     ) -> None:
         super().__init__()
         self.model = check_deq_classifier(model, _WHERE)
@@ -141,83 +164,119 @@ class EntropyReductionDefense(nn.Module):
         self.R = check_int(R, "R", _WHERE, minimum=0)
         self.rounds = check_int(rounds, "rounds", _WHERE, minimum=1)
         self.eps, self.eta = _radii(eps, eta, dataset, attack_eps)
+        self.gradient = check_choice(gradient, "gradient", _WHERE, DEFENSE_GRADIENTS)
         self.last_inputs: Optional[Tensor] = None
         self.last_entropy: Optional[Tensor] = None
+        self.last_input_jacobian: Optional[Tensor] = None
 
     def extra_repr(self) -> str:
-        return f"T_f={self.T_f}, R={self.R}, rounds={self.rounds}, eta={self.eta:.4g}, eps={self.eps:.4g}"
+        return (
+            f"T_f={self.T_f}, R={self.R}, rounds={self.rounds}, eta={self.eta:.4g}, eps={self.eps:.4g}, "
+            f"gradient={self.gradient!r}"
+        )
 
-    def _input_steps(self, z: Tensor, x_t: Tensor, lo: Tensor, hi: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """One round's R signed steps on the input with the state z fixed.
+    def _input_steps(
+        self, z: Tensor, x_t: Tensor, bounds: Tuple[Tensor, ...], jac: Tensor, graph: Optional[str], steps: int
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One round's signed steps on the input with the state z fixed.
 
-        Returns (x_t after the steps, the per-sample entropy before each step and after the last (R + 1, N), the
-        logits head(f(z, u_t)) of that last evaluation, detached).
+        Returns (x_t after the steps, the per-sample entropy before each step and after the last (steps + 1, N), the
+        logits head(f(z, u_t)) of that last evaluation, the updated diagonal Jacobian d x_t / d x). Without a graph
+        everything is detached; with ``graph`` the new x_t (and the last logits) keep their graph to the input.
         """
-        model = self.model
+        model, smooth = self.model, graph == "loop_smooth"
+        lo, hi, dlo, dhi = bounds
         entropies = []
-        for step in range(self.R + 1):
-            last = step == self.R  # the last evaluation only measures the entropy after the final step
-            xg = x_t.detach().requires_grad_(not last)
-            with torch.set_grad_enabled(not last):
-                logits = model.logits_from_state(model.deq.cell(z, model.inject(xg)))
+        for step in range(steps + 1):
+            last = step == steps  # the last evaluation only measures the entropy after the final step
+            keep = graph is not None and (last or smooth)  # this evaluation is differentiated into x
+            xi = x_t.clone() if keep else x_t.detach().requires_grad_(not last)  # a fresh node: ∂H/∂x_t, z fixed
+            with torch.set_grad_enabled(keep or not last):
+                logits = model.logits_from_state(model.deq.cell(z if keep else z.detach(), model.inject(xi)))
                 h = entropy(logits)
                 h_mean = h.mean()  # the paper's H: the batch mean (1/B does not change the sign)
             entropies.append(h.detach())
             if last:
                 break
-            (g,) = torch.autograd.grad(h_mean, xg)
-            x_t = torch.minimum(torch.maximum(x_t - self.eta * g.sign(), lo), hi)
-        return x_t, torch.stack(entropies), logits.detach()
+            (g,) = torch.autograd.grad(h_mean, xi, create_graph=smooth)  # smooth keeps the graph of g itself
+            with torch.set_grad_enabled(graph is not None):
+                a = x_t - self.eta * (smooth_sign(g) if smooth else g.sign())
+                below, above = a < lo, a > hi
+                x_t = torch.where(below, lo, torch.where(above, hi, a))  # Π onto the ball ∩ [0, 1]
+            jac = torch.where(below, dlo, torch.where(above, dhi, jac))  # d lo/dx, d hi/dx or unchanged
+        return x_t, torch.stack(entropies), logits, jac
 
-    def _run(self, x: Tensor) -> Tuple[Tensor, List[Tensor], List[Tensor], List[Tensor]]:
-        """The defence without any graph kept.
+    def trace(self, x: Tensor, *, graph: Optional[str] = None, idle: bool = False) -> PurificationTrace:
+        """Run the defence and return everything it computed (:class:`PurificationTrace`).
 
-        Returns (logits, inputs, starts, ends): the inputs x_t used by each round's solver steps plus the final
-        x_T (rounds + 1 tensors), and each round's start and end states.
+        Args:
+            x: (N, C, H, W) images in [0, 1].
+            graph: None (everything detached), "loop" or "loop_smooth" (the logits keep the graph of that gradient,
+                see :mod:`~deqlib.defenses.entropy_gradients`); the values are the same in all three.
+            idle: no input steps (R = 0): the readouts the defence would make if purification never moved x.
         """
-        model, deq = self.model, self.model.deq
-        x = x.detach()
-        lo, hi = (x - self.eps).clamp(min=0.0), (x + self.eps).clamp(max=1.0)  # the ball ∩ [0, 1], per pixel
-        x_t = x.clone()
-        with torch.no_grad():
+        graph = check_choice(graph, "graph", _WHERE, (None, "loop", "loop_smooth"))
+        model, deq, cell = self.model, self.model.deq, self.model.deq.cell
+        steps = 0 if idle else self.R
+        x = x if graph is not None else x.detach()
+        inputs, states, round_logits, trace = [], [], [], []
+        with torch.set_grad_enabled(graph is not None):
+            s_lo, s_hi = x - self.eps, x + self.eps
+            bounds = (s_lo.clamp(min=0.0), s_hi.clamp(max=1.0), (s_lo > 0).to(x.dtype), (s_hi < 1).to(x.dtype))
+            x_t, jac = x, torch.ones_like(x.detach())
             u = model.inject(x_t)
-            z = deq.initial_state(u)
-        inputs, starts, ends, trace = [], [], [], []
-        for _ in range(self.rounds):
-            inputs.append(x_t)
-            starts.append(z)
-            z = solver_iterate(deq, u, self.T_f, z)
-            ends.append(z)
-            x_t, entropies, logits = self._input_steps(z, x_t, lo, hi)
-            trace.append(entropies)
-            with torch.no_grad():
+            z = deq.initial_state(u.detach())
+            for _ in range(self.rounds):
+                inputs.append(x_t.detach())
+                z_end = solver_iterate(deq, u, self.T_f, z.detach())
+                states.append(z_end)
+                if graph is None:
+                    z = z_end
+                else:  # T_f plain steps with the graph, at the defence's own states (values exact)
+                    z = straight_through(z_end, damped_steps(lambda state, u=u: cell(state, u), z, self.T_f))
+                x_t, entropies, logits, jac = self._input_steps(z, x_t, bounds, jac, graph, steps)
+                trace.append(entropies)
+                round_logits.append(logits)
                 u = model.inject(x_t)
-        inputs.append(x_t)
-        self.last_inputs = x_t.detach()
-        self.last_entropy = torch.stack(trace)
-        return logits, inputs, starts, ends
+        inputs.append(x_t.detach())
+        return PurificationTrace(logits, inputs, states, round_logits, torch.stack(trace), jac)
+
+    def _remember(self, tr: PurificationTrace) -> None:
+        self.last_inputs, self.last_entropy, self.last_input_jacobian = tr.inputs[-1], tr.entropy, tr.input_jacobian
 
     def defend(self, x: Tensor) -> Tensor:
         """The defended logits, without any gradient."""
-        return self._run(x)[0]
+        tr = self.trace(x)
+        self._remember(tr)
+        return tr.logits
 
     def forward(self, x: Tensor) -> Tensor:
-        """Defended logits; the gradient, if any, is the undefended model's (see the class docstring)."""
-        logits = self.defend(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            logits = straight_through(logits, self.model(x))
-        return logits
+        """Defended logits with the defence's own gradient (``gradient``, BPDA by default)."""
+        return self.forward_with(x, self.gradient)
 
-    def forward_differentiable(self, x: Tensor) -> Tensor:
-        """Defended logits (same values as :meth:`forward`) with the BPDA gradient through the loop."""
-        logits, inputs, starts, ends = self._run(x)
-        if not torch.is_grad_enabled():
-            return logits
-        model, cell = self.model, self.model.deq.cell
-        through = [x_r + (x - x.detach()) for x_r in inputs]  # BPDA: x_t in the forward, the identity in the backward
-        z = starts[0]
-        for r in range(self.rounds):
-            u = model.inject(through[r])
-            s = damped_steps(lambda state, u=u: cell(state, u), z, self.T_f)  # T_f plain steps, with the graph
-            z = straight_through(ends[r], s)
-        return straight_through(logits, model.logits_from_state(cell(z, model.inject(through[-1]))))
+    def forward_with(self, x: Tensor, gradient: str) -> Tensor:
+        """Defended logits (the same values whatever the gradient) with the named gradient, one of
+        :data:`CALL_GRADIENTS` (see :mod:`~deqlib.defenses.entropy_gradients`)."""
+        gradient = check_choice(gradient, "gradient", _WHERE, CALL_GRADIENTS)
+        wanted = torch.is_grad_enabled() and x.requires_grad
+        tr = self.trace(x, graph=gradient if wanted and gradient.startswith("loop") else None)
+        self._remember(tr)
+        if not wanted or gradient.startswith("loop"):
+            return tr.logits
+        if gradient == "none":
+            return refuse_gradient(tr.logits, x)
+        if gradient == "transfer":
+            return straight_through(tr.logits, self.model(x))
+        # BPDA: the undefended model at x_T, reached from x through the purification's diagonal Jacobian
+        purified = tr.inputs[-1] + tr.input_jacobian * (x - x.detach())
+        return straight_through(tr.logits, self.model(purified))
+
+    def adaptive_attacks(
+        self, eps: float, *, norm: str = "Linf", preset: str = "reduced", seed: int = 0
+    ) -> Dict[str, Any]:
+        """The four attacks this defence must be evaluated with (their per-sample worst case), by name:
+        ``bpda``, ``transfer``, ``full_diff``, ``entropy_aware``, each APGD with restarts
+        (:func:`deqlib.attacks.adaptive.entropy_adaptive_attacks`, which documents them and the presets)."""
+        from ..attacks.adaptive import entropy_adaptive_attacks  # torchattacks only when asked for
+
+        return entropy_adaptive_attacks(self, eps, norm=norm, preset=preset, seed=seed)

@@ -27,8 +27,9 @@ Example:
     >>> x = data.images[:4]
     >>> model(x).shape
     torch.Size([4, 10])
-    >>> sorted(certificate_check(model, x, steps=5))[:3]
-    ['V_final', 'V_initial', 'alpha']
+    >>> report = certificate_check(model, x, steps=5)   # the model's own solver iterates, and the nominal control
+    >>> report["map"].split(" iterates")[0], sorted(report["nominal"])[:3]
+    ('anderson', ['V_final', 'V_initial', 'converged'])
 """
 
 from __future__ import annotations
@@ -179,6 +180,15 @@ class LyapunovStableCell(nn.Module):
             zz, _, Fhat, _, _ = self._terms(z, uu, False)
             out = zz.detach() + self.h * Fhat.detach()
         return out
+
+    @torch.no_grad()
+    def nominal_step(self, z: Tensor, u: Tensor) -> Tensor:
+        """The same Euler step WITHOUT the projection: ``z + h (f(z, u) - z)`` (``f(z, u)`` itself for ``h = 1``).
+
+        The control map of :func:`~deqlib.defenses.lyadeq_checks.certificate_check`; no graph.
+        """
+        fz = self.cell(z, u)
+        return fz if self.h == 1.0 else z + self.h * (fz - z)
 
     @torch.no_grad()
     def lyapunov_value(self, z: Tensor, u: Tensor) -> Tensor:

@@ -1,11 +1,12 @@
 """Random intermediate states (Yang, Li, Pang, Liu, ICML 2023, "method 2"): a DEQ classifier read out at a random depth.
 
-API: :class:`RandomDepthClassifier`.
+API: :class:`RandomDepthClassifier` (and its :meth:`~RandomDepthClassifier.pinned_depth`, one depth for several calls).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,11 @@ class RandomDepthClassifier(nn.Module):
     they are given, so ``fit(RandomDepthClassifier(model), data, loss_fn=PGDAT(...))`` crafts the inner attack on the
     random-depth model as well, each attack step with its own random depth (the wrapper is in ``train()`` mode
     during ``fit``; pass ``attack_mode="eval"`` to the loss to attack at ``eval_depth`` instead).
+
+    Several calls at ONE depth: inside ``with model.pinned_depth():`` every call reads out at the same depth (drawn
+    once on entry in ``train()`` mode, ``eval_depth`` in ``eval()`` mode, or the depth given). TRADES draws
+    independent depths for its clean and adversarial logits by default (as the authors' code), so its KL is positive
+    even at ε = 0; ``TRADES(..., shared_depth=True)`` evaluates both inside one ``pinned_depth()`` block.
 
     Args:
         model: a :class:`~deqlib.cells.DEQClassifier` (anything with ``inject``, ``deq`` and ``logits_from_state``).
@@ -77,6 +83,7 @@ class RandomDepthClassifier(nn.Module):
             raise TypeError(f"{where}: generator must be a torch.Generator, got {type(generator).__name__}")
         self.generator = generator
         self.last_depth: Optional[int] = None
+        self._pinned: Optional[int] = None
 
     def extra_repr(self) -> str:
         return (
@@ -88,8 +95,38 @@ class RandomDepthClassifier(nn.Module):
         """A depth uniform in {1, ..., max_depth}."""
         return int(torch.randint(1, self.max_depth + 1, (), generator=self.generator))
 
+    @contextmanager
+    def pinned_depth(self, depth: Optional[int] = None) -> Iterator[int]:
+        """A block in which every call reads out at one depth; yields it.
+
+        ``depth`` (an int >= 1), or by default the depth a call would use now: one draw in ``train()`` mode,
+        ``eval_depth`` in ``eval()`` mode. Blocks nest; leaving one restores the depth (or the draws) before it.
+
+        Example:
+            >>> from deqlib import data
+            >>> from deqlib.cells import classifier_for
+            >>> model = RandomDepthClassifier(classifier_for(data.load("digits"), "mlp", width=16)).train()
+            >>> x = torch.rand(2, 1, 8, 8)
+            >>> with model.pinned_depth() as depth:
+            ...     same = torch.equal(model(x), model(x)) and model.last_depth == depth
+            >>> same
+            True
+        """
+        if depth is None:
+            depth = self.draw_depth() if self.training else self.eval_depth
+        else:
+            depth = check_int(depth, "depth", "RandomDepthClassifier.pinned_depth", minimum=1)
+        outer, self._pinned = self._pinned, depth
+        try:
+            yield depth
+        finally:
+            self._pinned = outer
+
     def forward(self, x: Tensor) -> Tensor:
-        depth = self.draw_depth() if self.training else self.eval_depth
+        if self._pinned is not None:
+            depth = self._pinned
+        else:
+            depth = self.draw_depth() if self.training else self.eval_depth
         self.last_depth = depth
         u = self.model.inject(x)
         cell = self.model.deq.cell

@@ -2,8 +2,14 @@
 
 Taught in chapter 5 (not yet written). Import it by name (``from deqlib import evaluate``); it needs torchattacks.
 
+- :mod:`deqlib.evaluate.battery` — :func:`strongest_attack`, the strongest-attack battery (AutoAttack standard,
+  PGD under each DEQ gradient with restarts, the intermediate-state attacks and the model's own adaptive attacks:
+  their per-sample worst case, which attack broke each sample, intervals, non-convergence; :data:`PRESETS`);
+  the one robust-accuracy evaluation the chapters and experiments report;
 - :mod:`deqlib.evaluate.report` — :func:`evaluate_robustness` (every attack at every radius, and the per-sample
-  worst case over all attacks), :func:`describe_model`;
+  worst case over all attacks, with masks and intervals), :func:`describe_model`;
+- :mod:`deqlib.evaluate.statistics` — :func:`wilson_interval`, :func:`mcnemar`, :func:`paired_bootstrap`,
+  :func:`seed_summary`: 95 % intervals, paired comparisons of two models on the same samples, training seeds;
 - :mod:`deqlib.evaluate.masking` — the six gradient-masking checks (:func:`check_monotone_eps`,
   :func:`check_large_eps`, :func:`check_steps_restarts`, :func:`check_black_box`, :func:`check_gradient_choices`,
   :func:`check_determinism_gradients`; the last two live in :mod:`deqlib.evaluate.masking_gradients`) and
@@ -14,6 +20,7 @@ Radii are on the [0, 1] pixel scale; every result is a JSON-able dict.
 """
 
 from .._io import save_json, to_jsonable
+from .battery import PRESETS, strongest_attack
 from .masking import (
     MASKING_CHECKS,
     check_black_box,
@@ -24,8 +31,16 @@ from .masking import (
 )
 from .masking_gradients import check_determinism_gradients, check_gradient_choices
 from .report import describe_model, evaluate_robustness
+from .statistics import MIN_SEEDS, mcnemar, paired_bootstrap, seed_summary, wilson_interval
 
 __all__ = [
+    "strongest_attack",
+    "PRESETS",
+    "wilson_interval",
+    "mcnemar",
+    "paired_bootstrap",
+    "seed_summary",
+    "MIN_SEEDS",
     "evaluate_robustness",
     "save_json",
     "to_jsonable",

@@ -4,16 +4,23 @@ They follow Carlini et al. 2019 ("On Evaluating Adversarial Robustness") and the
 Each returns a dict with ``passed`` (True / False, or None when it does not apply) and the numbers behind the
 verdict; :func:`masking_checks` runs them all with budgets scaled by ``budget``:
 
-1. :func:`check_monotone_eps` — accuracy does not increase with eps;
+1. :func:`check_monotone_eps` — accuracy does not increase with eps, and the attack beats random noise somewhere in
+   the sweep (a flat curve is not evidence of a working attack);
 2. :func:`check_large_eps` — accuracy reaches ~0 at a large eps (L-infinity 0.5);
-3. :func:`check_steps_restarts` — more steps and more restarts never help the model;
+3. :func:`check_steps_restarts` — more steps never help the model, the gradient steps raise the loss above the
+   random start, and random restarts do not change the verdict (a large gain from restarts means the outcome
+   depends on the random start, as with shattered or zero gradients);
 4. :func:`check_black_box` — Square (black-box) does not beat the white-box attacks;
 5. :func:`~deqlib.evaluate.masking_gradients.check_gradient_choices` — PGD on the IFT, phantom and unrolled
-   gradients and the intermediate-state attacks;
-6. :func:`~deqlib.evaluate.masking_gradients.check_determinism_gradients` — two forward passes agree and input
-   gradients are finite and nonzero.
+   gradients and the intermediate-state attacks: no gradient choice far weaker than the strongest attack, and each
+   gradient raises the loss above the random start;
+6. :func:`~deqlib.evaluate.masking_gradients.check_determinism_gradients` — two forward passes agree, and a step of
+   one grey level along the sign of the input gradient raises the margin loss (a gradient of 1e-30 does not).
 
-Passing them is necessary, not sufficient, for a trustworthy robustness number.
+The random-noise baseline (:class:`~deqlib.evaluate._runs.RandomStart`) is PGD's own random start, drawn with the
+same seed: an attack whose gradient steps do nothing returns exactly it. Every check can fail, and
+``tests/test_evaluate.py`` has a model built to fail each. Passing them is necessary, not sufficient, for a
+trustworthy robustness number.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from .._io import to_jsonable
 from .._validate import check_int, check_positive, check_probability
 from ..attacks import apgd_ce, pgd, square
 from ..threat import check_eps, check_norm
-from ._runs import check_run, check_samples, clean_correct, run_attack, tolerance
+from ._runs import RandomStart, check_run, check_samples, clean_correct, loss_rises, run_attack, tolerance
 from .masking_gradients import check_determinism_gradients, check_gradient_choices
 
 __all__ = [
@@ -69,7 +76,13 @@ def check_monotone_eps(
     batch_size: int = 256,
     tol_samples: int = 1,
 ) -> Dict[str, Any]:
-    """Check 1: PGD accuracy over an increasing eps sweep never rises by more than ``tol_samples`` samples."""
+    """Check 1: PGD accuracy over an increasing eps sweep never rises, and the curve is not flat.
+
+    Passes if (i) the accuracy never rises by more than ``tol_samples`` samples from one radius to the next, and
+    (ii) at some radius of the sweep PGD leaves more than ``tol_samples`` samples fewer correct than random noise
+    of the same radius (PGD's own random start, same seed). A curve that only follows the noise, or stays flat,
+    fails (ii): a model with zero input gradients, or a sweep that never reaches radii where the attack works.
+    """
     where = "check_monotone_eps"
     x, y = check_samples(x, y, where)
     norm = check_norm(norm, where)
@@ -79,16 +92,23 @@ def check_monotone_eps(
     if not eps_sorted:
         raise ValueError(f"{where}: give at least one eps")
     start = time.perf_counter()
-    accs = [
-        run_attack(model, pgd(model, e, steps=steps, norm=norm), x, y, seed, batch_size)["accuracy"] for e in eps_sorted
-    ]
+    accs, noise = [], []
+    for e in eps_sorted:
+        accs.append(run_attack(model, pgd(model, e, steps=steps, norm=norm), x, y, seed, batch_size)["accuracy"])
+        noise.append(run_attack(model, RandomStart(e, norm), x, y, seed, batch_size)["accuracy"])
     max_rise = max((b - a for a, b in zip(accs, accs[1:])), default=0.0)
+    gain = max(n - a for a, n in zip(accs, noise))
+    monotone, falls = max_rise <= tol, gain > tol
     return {
         "name": "monotone_in_eps",
-        "passed": bool(max_rise <= tol),
+        "passed": bool(monotone and falls),
         "eps": eps_sorted,
         "accuracy": accs,
+        "noise_accuracy": noise,
         "max_increase": max(max_rise, 0.0),
+        "monotone": bool(monotone),
+        "max_gain_over_noise": gain,
+        "beats_noise": bool(falls),
         "tolerance": tol,
         "attack": f"pgd ({norm}, {steps} steps)",
         "seconds": time.perf_counter() - start,
@@ -135,6 +155,7 @@ def check_large_eps(
     }
 
 
+# size: three verdicts, each with the numbers behind it, in one report
 def check_steps_restarts(
     model: nn.Module,
     x: Tensor,
@@ -147,42 +168,60 @@ def check_steps_restarts(
     seed: int = 0,
     batch_size: int = 256,
     tol_samples: int = 1,
+    max_restart_gain: float = 0.05,
 ) -> Dict[str, Any]:
-    """Check 3: PGD with more steps, and with more random restarts, never leaves the model more accurate.
+    """Check 3: the attack's steps and restarts behave as those of a working attack.
 
-    Restarts use seeds seed, seed + 1, ...; a sample survives the restarted attack only if it survives every
-    restart. The step size is 2.5 eps / steps in both runs.
+    Three verdicts, all needed:
+
+    - ``steps_passed``: PGD with more steps never leaves the model more accurate (beyond ``tol_samples``);
+    - ``progress_passed``: PGD's gradient steps raise the mean cross-entropy above that of its own random start
+      (same seed): with zero (or useless) gradients they do not;
+    - ``restarts_passed``: ``restarts`` independent runs (seeds seed, seed + 1, ...; a sample survives only if it
+      survives every run) leave at most ``max_restart_gain`` (plus ``tol_samples`` samples) less accuracy than the
+      first run: a larger gain means a single run's outcome depends on its random start.
+
+    The step size is 2.5 eps / steps in every run; the restarts use the fewer steps.
     """
     where = "check_steps_restarts"
     x, y = check_samples(x, y, where)
     norm = check_norm(norm, where)
     eps = check_eps(eps, norm, where)
     few, many = (check_int(s, "steps", where, minimum=1) for s in steps)
-    restarts = check_int(restarts, "restarts", where, minimum=1)
+    restarts = check_int(restarts, "restarts", where, minimum=2)
     seed, batch_size = check_run(seed, batch_size, where)
+    max_restart_gain = check_probability(max_restart_gain, "max_restart_gain", where)
     n = x.shape[0]
     tol = tolerance(tol_samples, n, where)
     start = time.perf_counter()
-    r_few = run_attack(model, pgd(model, eps, steps=few, norm=norm), x, y, seed, batch_size)
+    r_noise = run_attack(model, RandomStart(eps, norm), x, y, seed, batch_size)
+    runs = [
+        run_attack(model, pgd(model, eps, steps=few, norm=norm), x, y, seed + k, batch_size) for k in range(restarts)
+    ]
+    r_few = runs[0]
     r_many = run_attack(model, pgd(model, eps, steps=many, norm=norm), x, y, seed, batch_size)
     mask = r_few["mask"].clone()
-    per_restart = [r_few["accuracy"]]
-    for k in range(1, restarts):
-        r = run_attack(model, pgd(model, eps, steps=few, norm=norm), x, y, seed + k, batch_size)
-        per_restart.append(r["accuracy"])
+    for r in runs[1:]:
         mask &= r["mask"]
     acc_restarts = int(mask.sum()) / n
     steps_ok = r_many["accuracy"] <= r_few["accuracy"] + tol
-    restarts_ok = acc_restarts <= r_few["accuracy"] + tol
+    progress = loss_rises(r_few["loss"], r_noise["loss"])
+    restarts_ok = r_few["accuracy"] - acc_restarts <= max_restart_gain + tol
     return {
         "name": "steps_and_restarts",
-        "passed": bool(steps_ok and restarts_ok),
+        "passed": bool(steps_ok and progress and restarts_ok),
         "steps": [few, many],
         "accuracy_steps": [r_few["accuracy"], r_many["accuracy"]],
         "steps_passed": bool(steps_ok),
+        "loss_random_start": r_noise["loss"],
+        "loss_steps": [r_few["loss"], r_many["loss"]],
+        "accuracy_random_start": r_noise["accuracy"],
+        "progress_passed": bool(progress),
         "restarts": restarts,
-        "accuracy_per_restart": per_restart,
+        "accuracy_per_restart": [r["accuracy"] for r in runs],
         "accuracy_restarts": acc_restarts,
+        "restart_gain": r_few["accuracy"] - acc_restarts,
+        "max_restart_gain": max_restart_gain,
         "restarts_passed": bool(restarts_ok),
         "tolerance": tol,
         "eps": eps,
@@ -239,7 +278,7 @@ def check_black_box(
     }
 
 
-def _battery(
+def _runners(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
@@ -314,7 +353,7 @@ def masking_checks(
     unknown = sorted(set(selected) - set(MASKING_CHECKS))
     if unknown:
         raise ValueError(f"{where}: unknown check(s) {unknown}; available: {MASKING_CHECKS}")
-    runners = _battery(
+    runners = _runners(
         model, x, y, eps, norm, budget, seed=seed, batch_size=batch_size, tol_samples=tol_samples, max_gap=max_gap
     )
     start = time.perf_counter()

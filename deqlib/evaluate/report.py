@@ -2,7 +2,7 @@
 
 - :func:`evaluate_robustness` — clean accuracy, then every attack (by name, see :func:`deqlib.attacks.make_attack`)
   at every radius, and the per-sample worst case over all attacks at each radius (a sample is robust only if it
-  survives every attack);
+  survives every attack), with per-sample masks, the attack that broke each sample and 95 % (Wilson) intervals;
 - :func:`describe_model` — class, parameter count and the DEQ settings, for the report's ``model`` entry.
 """
 
@@ -20,7 +20,9 @@ from .._io import to_jsonable
 from .._modules import deq_modules
 from .._validate import check_number
 from ..attacks import attack_params, make_attack
+from ..attacks.robust import tracked
 from ._runs import check_run, check_samples, clean_correct, run_attack
+from .statistics import wilson_interval
 
 AttackSpec = Union[str, Tuple[str, Dict[str, Any]], Tuple[str, Dict[str, Any], Sequence[float]]]
 
@@ -114,6 +116,8 @@ def _run_plan(
                     "norm": r["norm"],
                     "accuracy": r["accuracy"],
                     "n_correct": r["n_correct"],
+                    "ci95": list(wilson_interval(r["n_correct"], n)),
+                    "robust": r["mask"],
                     "params": attack_params(atk),
                     "seconds": r["seconds"],
                     "max_perturbation": r["max_perturbation"],
@@ -121,7 +125,12 @@ def _run_plan(
             )
             table[label]["eps"].append(eps)
             table[label]["accuracy"].append(r["accuracy"])
-            w = worst.setdefault((r["norm"], eps), {"mask": clean.clone(), "attacks": []})
+            w = worst.setdefault(
+                (r["norm"], eps),
+                {"mask": clean.clone(), "attacks": [], "broken_by": [None if c else "clean" for c in clean.tolist()]},
+            )
+            for i in (w["mask"] & ~r["mask"]).nonzero().flatten().tolist():
+                w["broken_by"][i] = label
             w["mask"] &= r["mask"]
             w["attacks"].append(label)
     worst_case = [
@@ -131,12 +140,16 @@ def _run_plan(
             "accuracy": int(v["mask"].sum()) / n,
             "n_correct": int(v["mask"].sum()),
             "attacks": v["attacks"],
+            "ci95": list(wilson_interval(int(v["mask"].sum()), n)),
+            "robust": v["mask"],
+            "broken_by": v["broken_by"],
         }
         for k, v in sorted(worst.items())
     ]
     return results, table, worst_case
 
 
+# size: the docstring documents every entry of the report
 def evaluate_robustness(
     model: nn.Module,
     x: Tensor,
@@ -161,9 +174,13 @@ def evaluate_robustness(
 
     Returns:
         ``clean_accuracy``, ``n_samples``, ``seed``, ``eps_list``, ``attacks`` (label, name, params as given),
-        ``results`` (one entry per attack and eps: accuracy, n_correct, the attack's full parameters, seconds,
-        max_perturbation), ``table`` (label -> eps and accuracy lists), ``worst_case`` (per norm and eps, the
-        accuracy when a sample must survive every attack), ``model`` and ``versions``.
+        ``results`` (one entry per attack and eps: accuracy, n_correct, ``ci95`` (Wilson), ``robust`` (the
+        per-sample mask), the attack's full parameters, seconds, max_perturbation), ``table`` (label -> eps and
+        accuracy lists), ``worst_case`` (per norm and eps: the accuracy when a sample must survive every attack,
+        its ``ci95``, the per-sample ``robust`` mask and ``broken_by``: None for a robust sample, ``"clean"`` for
+        one misclassified without attack, else the label of the first attack, in the given order, that broke
+        it), ``clean_correct`` and ``clean_ci95``, ``convergence`` (the fractions of the DEQ solves during the
+        evaluation that did not converge), ``model`` and ``versions``.
 
     All attacks are built (and their parameters validated) before any is run.
     """
@@ -175,12 +192,16 @@ def evaluate_robustness(
 
     start = time.perf_counter()
     n = int(x.shape[0])
-    clean = clean_correct(model, x, y, batch_size)
-    results, table, worst_case = _run_plan(model, plan, x, y, clean, seed, batch_size)
+    with tracked(model) as report:
+        clean = clean_correct(model, x, y, batch_size)
+        results, table, worst_case = _run_plan(model, plan, x, y, clean, seed, batch_size)
     return to_jsonable(
         {
             "clean_accuracy": int(clean.sum()) / n,
             "n_clean_correct": int(clean.sum()),
+            "clean_correct": clean,
+            "clean_ci95": list(wilson_interval(int(clean.sum()), n)),
+            "convergence": report.as_dict(),
             "n_samples": n,
             "seed": seed,
             "batch_size": batch_size,

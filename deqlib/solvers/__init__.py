@@ -2,6 +2,14 @@
 
 from .anderson import anderson
 from .broyden import broyden
+from .convergence import (
+    ConvergenceCounts,
+    SolverConvergenceWarning,
+    convergence_warnings_quiet,
+    quiet_convergence,
+    warn_counts,
+    warn_not_converged,
+)
 from .fixed_point import damped_steps, fixed_point
 from .info import DIVERGENCE_FACTOR, SolverDivergenceWarning, SolverInfo
 from .registry import (
@@ -19,6 +27,12 @@ __all__ = [
     "broyden",
     "SolverInfo",
     "SolverDivergenceWarning",
+    "SolverConvergenceWarning",
+    "quiet_convergence",
+    "convergence_warnings_quiet",
+    "ConvergenceCounts",
+    "warn_not_converged",
+    "warn_counts",
     "DIVERGENCE_FACTOR",
     "register_solver",
     "get_solver",

@@ -81,7 +81,7 @@ def anderson(
     lam = check_nonnegative(lam, "lam", "anderson")
     g = flat_function("anderson", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)
-    track = Tracker("anderson", z, tol, stop_mode, record, z0.shape)
+    track = Tracker("anderson", z, tol, stop_mode, record, z0.shape, max_iter=max_iter)
     fz = g(z)
     if torch.is_grad_enabled() and (z.requires_grad or fz.requires_grad):
         # Autograd records the solve (grad="unroll" differentiates through it): out-of-place history.

@@ -37,8 +37,9 @@ def broyden(
 
     The inverse Jacobian of g is kept as -I + sum_i u_i v_i^T over at most ``memory`` rank-one updates, so
     memory does not grow with ``max_iter``: when the memory is full the estimate restarts from -I (dropping
-    single old updates instead breaks the secant conditions and can diverge). The first step is a plain
-    fixed-point step. An update whose denominator vanishes is skipped for that sample.
+    single old updates instead breaks the secant conditions and can diverge), and that step's rank-one update is
+    computed from -I, so that the restarted estimate satisfies the newest secant condition B^{-1} dg = dz. The
+    first step is a plain fixed-point step. An update whose denominator vanishes is skipped for that sample.
 
     Args:
         f, z0, max_iter, tol, stop_mode, record: as in :func:`~deqlib.solvers.fixed_point`.
@@ -58,7 +59,7 @@ def broyden(
     memory = check_int(memory, "memory", "broyden", minimum=1)
     g = flat_function("broyden", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)
-    track = Tracker("broyden", z, tol, stop_mode, record, z0.shape)
+    track = Tracker("broyden", z, tol, stop_mode, record, z0.shape, max_iter=max_iter)
     fz = g(z)
     if torch.is_grad_enabled() and (z.requires_grad or fz.requires_grad):
         # Autograd records the solve (grad="unroll" differentiates through it): out-of-place history.
@@ -100,13 +101,13 @@ def _broyden_lists(g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track: 
             break
         dz = z_next - z
         dg = gz_next - gz
-        # Good Broyden: B^{-1} += (dz - B^{-1} dg) (dz^T B^{-1}) / (dz^T B^{-1} dg).
+        if len(us) == memory:  # restart from -I (rather than drop single updates), before this step's update
+            us.clear()
+            vs.clear()
+        # Good Broyden: B^{-1} += (dz - B^{-1} dg) (dz^T B^{-1}) / (dz^T B^{-1} dg), with the estimate in force.
         vt = -dz + _low_rank(us, vs, dz, transpose=True)  # dz^T B^{-1}
         binv_dg = -dg + _low_rank(us, vs, dg)
         u, v = _update_pair(track, dz, dg, vt, binv_dg, eps)
-        if len(us) == memory:  # restart: forget the estimate rather than drop single updates
-            us.clear()
-            vs.clear()
         us.append(u)
         vs.append(v)
         z, gz = z_next, gz_next
@@ -160,13 +161,12 @@ def _broyden_buffers(g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track
             break
         dz = z_next - z
         dg = gz_next - gz
+        if n == memory:  # restart from -I (rather than drop single updates): this step's update is made from -I
+            n, lr_gz = 0, torch.zeros_like(gz)
         lr_gz_next = low_rank(gz_next)
         vt = -dz + low_rank(dz, transpose=True)
         binv_dg = -dg + (lr_gz_next - lr_gz)
         u, v = _update_pair(track, dz, dg, vt, binv_dg, eps)
-        if n == memory:  # restart: forget the estimate rather than drop single updates
-            n = 0
-            lr_gz_next = torch.zeros_like(gz_next)
         U_row[n].copy_(u)
         V_row[n].copy_(v)
         n += 1

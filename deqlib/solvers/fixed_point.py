@@ -44,7 +44,7 @@ def fixed_point(
     tau = check_fraction(tau, "tau", "fixed_point")
     g = flat_function("fixed_point", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)
-    track = Tracker("fixed_point", z, tol, stop_mode, record, z0.shape)
+    track = Tracker("fixed_point", z, tol, stop_mode, record, z0.shape, max_iter=max_iter)
     z_next = z
     for _ in range(max_iter):
         fz = g(z)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .._validate import check_choice, check_int, check_positive, check_tensor
+from .convergence import SolverConvergenceWarning, convergence_warnings_quiet
 
 STOP_MODES = ("rel", "abs")
 #: A sample whose absolute residual grows beyond this factor times its initial residual is declared diverged.
@@ -24,8 +25,12 @@ DIVERGENCE_FACTOR = 1e4
 REL_EPS = 1e-8
 
 
-class SolverDivergenceWarning(RuntimeWarning):
-    """Some samples produced non-finite values or a residual that blew up; their best iterate is returned."""
+class SolverDivergenceWarning(SolverConvergenceWarning):
+    """Some samples produced non-finite values or a residual that blew up; their best iterate is returned.
+
+    A special case of non-convergence: a filter on :class:`~deqlib.solvers.SolverConvergenceWarning` covers it, and
+    it is not emitted inside :func:`~deqlib.solvers.quiet_convergence`.
+    """
 
 
 @dataclass
@@ -42,6 +47,7 @@ class SolverInfo:
         nfev: number of calls of f on the whole batch.
         stop_mode, tol, solver: the settings of the call.
         trajectory: (K+1, N, *state) states z_0..z_K when ``record=True`` (a stopped sample repeats its result).
+        max_iter: the iteration budget of the call (``None`` from a solver that does not say).
     """
 
     steps: Tensor
@@ -55,6 +61,7 @@ class SolverInfo:
     tol: float
     solver: str
     trajectory: Optional[Tensor] = None
+    max_iter: Optional[int] = None
 
     @property
     def residual(self) -> Tensor:
@@ -80,6 +87,7 @@ class SolverInfo:
             "solver": self.solver,
             "stop_mode": self.stop_mode,
             "tol": self.tol,
+            "max_iter": self.max_iter,
             "nfev": self.nfev,
             "steps": self.steps.tolist(),
             "abs_residual": self.abs_residual.tolist(),
@@ -148,6 +156,7 @@ class Tracker:
     record: bool
     shape: torch.Size
     nfev: int = 0
+    max_iter: Optional[int] = None  # reported in the SolverInfo
     best_z: Tensor = field(init=False)
     best_abs: Tensor = field(init=False)
     best_rel: Tensor = field(init=False)
@@ -224,13 +233,13 @@ class Tracker:
         return torch.where(self.active.unsqueeze(1), z_next, self.best_z)
 
     def finish(self, z_last: Optional[Tensor] = None) -> Tuple[Tensor, SolverInfo]:
-        """Return (best z in the original shape, SolverInfo); warn once if some samples diverged."""
+        """Return (best z in the original shape, SolverInfo); warn once if some samples diverged (unless quiet)."""
         if self.record:
             tail = self.best_z if z_last is None else self.freeze(z_last)
             self.states.append(tail.detach())
         n = self.z0.shape[0]
         trace = torch.stack(self.traces, dim=1) if self.traces else self.z0.new_zeros((n, 0))
-        if bool(self.diverged.any()):
+        if bool(self.diverged.any()) and not convergence_warnings_quiet():
             idx = torch.nonzero(self.diverged).flatten().tolist()
             shown = ", ".join(f"{i}: {self.best_abs[i].item():.3g}" for i in idx[:8])
             warnings.warn(
@@ -252,5 +261,6 @@ class Tracker:
             tol=float(self.tol),
             solver=self.name,
             trajectory=(torch.stack(self.states).view(len(self.states), *self.shape) if self.record else None),
+            max_iter=self.max_iter,
         )
         return self.best_z.view(self.shape), info

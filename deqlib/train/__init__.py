@@ -3,7 +3,8 @@
 :func:`fit` trains any ``nn.Module`` with a pluggable loss ``loss_fn(model, x, y)`` (clean cross-entropy by
 default; adversarial-training losses that call the model several times per batch plug in the same way).
 It records, per epoch, the loss, the accuracy, the mean number of solver steps per sample over every solve of
-every DEQ inside the model (forward and, with implicit gradients, backward), the learning rate and the time.
+every DEQ inside the model (forward and, with implicit gradients, backward), the share of those samples that did
+not converge, the learning rate and the time.
 
 API map:
 
@@ -12,7 +13,8 @@ API map:
   :data:`SCHEDULERS`: the names it accepts.
 - :class:`History` (``history.py``) — the per-epoch records, a plain dict of lists.
 - :func:`evaluate_accuracy` (``accuracy.py``) — clean accuracy on a data set.
-- ``solve_stats.SolveStats`` — the solve listener behind ``solver_steps`` / ``backward_steps``.
+- ``solve_stats.SolveStats`` — the solve listener behind ``solver_steps`` / ``backward_steps``;
+  :func:`deqlib.diagnostics.convergence_report` is behind ``solver_nonconverged`` / ``backward_nonconverged``.
 - ``python -m deqlib.train`` (``__main__.py``) trains the book's standard classifier
   (:func:`deqlib.recipes.train_classifier`).
 
@@ -22,7 +24,8 @@ Example:
     >>> model = cells.classifier_for(ds, "mlp", width=32)
     >>> history = train.fit(model, ds, epochs=2, lr=3e-3, progress=False)
     >>> history["epoch"], sorted(history)
-    ([1, 2], ['backward_steps', 'epoch', 'lr', 'seconds', 'solver_steps', 'train_acc', 'train_loss'])
+    ([1, 2], ['backward_nonconverged', 'backward_steps', 'epoch', 'lr', 'seconds', 'solver_nonconverged',
+              'solver_steps', 'train_acc', 'train_loss'])
 """
 
 from .accuracy import evaluate_accuracy

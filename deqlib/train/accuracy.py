@@ -10,6 +10,8 @@ from torch import nn
 from .. import config
 from .._modules import model_device
 from .._validate import check_int
+from ..diagnostics import convergence_report
+from ..solvers import quiet_convergence, warn_counts
 from .batches import as_dataset, make_loader, split_batch
 
 __all__ = ["evaluate_accuracy"]
@@ -29,6 +31,10 @@ def evaluate_accuracy(
     Returns:
         The fraction of correctly classified samples, in [0, 1].
 
+    Warns:
+        SolverConvergenceWarning: once, if some samples' forward solves did not converge (instead of one warning
+            per batch).
+
     Example:
         >>> from deqlib import data, cells
         >>> ds = data.load("digits", "test")
@@ -45,13 +51,15 @@ def evaluate_accuracy(
     model.eval()
     correct, total = 0, 0
     try:
-        with torch.no_grad():
-            for batch in make_loader(data, batch_size, shuffle=False):
-                x, y = split_batch(batch, dev, where)
-                correct += int((model(x).argmax(dim=1) == y).sum())
-                total += int(y.numel())
+        with torch.no_grad(), convergence_report(model) as report:
+            with quiet_convergence():
+                for batch in make_loader(data, batch_size, shuffle=False):
+                    x, y = split_batch(batch, dev, where)
+                    correct += int((model(x).argmax(dim=1) == y).sum())
+                    total += int(y.numel())
     finally:
         model.train(was_training)
+    warn_counts(where, report.counts, note=": the accuracy is that of approximate equilibria", stacklevel=2)
     if total == 0:
         raise ValueError(f"{where}: the data set is empty")
     return correct / total

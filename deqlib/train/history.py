@@ -11,8 +11,9 @@ class History(dict):
     """Per-epoch training records: a ``dict`` mapping each metric to a list with one entry per epoch.
 
     Keys: ``epoch`` (1-based), ``train_loss``, ``train_acc`` (``None`` where the loss returned no logits),
-    ``val_acc`` (only with validation data), ``solver_steps``, ``backward_steps``, ``lr`` (learning rate of the
-    epoch's last step) and ``seconds``. Metrics are also readable as attributes (``history.train_loss``).
+    ``val_acc`` (only with validation data), ``solver_steps``, ``backward_steps``, ``solver_nonconverged``,
+    ``backward_nonconverged``, ``lr`` (learning rate of the epoch's last step) and ``seconds``. Metrics are also
+    readable as attributes (``history.train_loss``).
 
     ``solver_steps`` is the mean number of solver steps per sample over ALL the forward solves of the epoch's
     training batches, in every :class:`~deqlib.deq.DEQ` of the model: fit registers a solve listener
@@ -21,6 +22,12 @@ class History(dict):
     each sample of each solve once. ``backward_steps`` is the same for the adjoint solves of implicit (IFT)
     gradients, those of the attack's input gradients included. Either is ``None`` when the epoch made no such
     solve (no DEQ; a phantom or unrolled gradient has no adjoint solve). The validation pass is not counted.
+
+    ``solver_nonconverged`` / ``backward_nonconverged`` are the fractions of those same samples (every sample of
+    every forward solve of ``deq(x)``, resp. of every adjoint solve, of the epoch's training batches) that did not
+    reach the solver's tolerance within its budget (diverged ones included); ``None`` as above. They are counted
+    from each DEQ's ``convergence`` (:func:`deqlib.diagnostics.convergence_report`), which leaves out the analysis
+    ``DEQ.solve``. A nonzero fraction also gives one :class:`~deqlib.solvers.SolverConvergenceWarning` per epoch.
 
     It is a plain dict of lists of numbers, so ``json.dumps(history)`` works and ``history.to_dict()`` goes into a
     checkpoint that loads with ``weights_only=True``.

@@ -7,6 +7,7 @@ same weights as an uninterrupted run (on the same machine and device).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -20,6 +21,8 @@ from torch.utils.data import DataLoader
 
 from .. import config
 from ..checkpoint import FIT_FORMAT, load_checkpoint, save_checkpoint
+from ..diagnostics import convergence_report
+from ..solvers import ConvergenceCounts, quiet_convergence, warn_counts
 from .accuracy import evaluate_accuracy
 from .batches import as_dataset, make_loader, split_batch
 from .history import History
@@ -53,7 +56,13 @@ def fit(
 
     Returns:
         The :class:`~deqlib.train.History` of all epochs (those restored from the checkpoint included); its
-        ``solver_steps`` / ``backward_steps`` count every solve of every DEQ of the model (see its docstring).
+        ``solver_steps`` / ``backward_steps`` count every solve of every DEQ of the model, its
+        ``solver_nonconverged`` / ``backward_nonconverged`` the share of their samples that did not converge (see
+        its docstring).
+
+    Warns:
+        SolverConvergenceWarning: once per epoch whose training solves left samples unconverged (instead of once
+            per solve; a :func:`~deqlib.solvers.quiet_convergence` block around ``fit`` silences it too).
 
     Raises:
         TypeError: unknown keyword arguments, a setting of the wrong type, bad data, or a loss_fn returning
@@ -78,15 +87,28 @@ def fit(
         raise TypeError(f"fit: model must be an nn.Module, got {type(model).__name__}")
     run = _prepare(model, train_data, val_data, s)
     history, start = _restore(model, run, s)
+    _train_epochs(model, run, s, history, start)
+    return history
+
+
+def _train_epochs(model: nn.Module, run: "_Run", s: FitSettings, history: History, start: int) -> None:
+    """Epochs ``start`` .. ``s.epochs - 1``: train, record, checkpoint, log; one convergence warning per epoch."""
     stats = SolveStats()
-    with stats.listening(model):
+    with stats.listening(model), convergence_report(model) as conv:
         for epoch in range(start, s.epochs):
-            record = _run_epoch(model, run, s, epoch, stats)
+            with quiet_convergence():  # one warning per epoch (below), not one per solve
+                record, counts = _run_epoch(model, run, s, epoch, stats, conv.counts)
             history.append(record)
             _save(model, run, s, history, epoch + 1)
             if s.log is not None:
                 s.log(dict(record))
-    return history
+            warn_counts(f"fit: epoch {epoch + 1}/{s.epochs}", counts, note=_NOT_CONVERGED_NOTE, stacklevel=3)
+
+
+_NOT_CONVERGED_NOTE = (
+    " (History: solver_nonconverged / backward_nonconverged); the loss and its gradient are approximate for them:"
+    " raise max_iter / backward_max_iter"
+)
 
 
 @dataclass
@@ -212,8 +234,10 @@ class _Meter:
         return post
 
 
-def _run_epoch(model: nn.Module, run: _Run, s: FitSettings, epoch: int, stats: SolveStats) -> Dict[str, Any]:
-    """Train one epoch (0-based ``epoch``) and return its record (validation included)."""
+def _run_epoch(
+    model: nn.Module, run: _Run, s: FitSettings, epoch: int, stats: SolveStats, conv: ConvergenceCounts
+) -> Tuple[Dict[str, Any], ConvergenceCounts]:
+    """Train one epoch (0-based ``epoch``); return its record (validation included) and its training solves' counts."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -222,6 +246,7 @@ def _run_epoch(model: nn.Module, run: _Run, s: FitSettings, epoch: int, stats: S
     loader = make_loader(run.train_data, s.batch_size, shuffle=True, generator=torch.Generator().manual_seed(eseed))
     model.train()
     stats.reset()
+    conv.reset()
     meter = _Meter(float(run.optimizer.param_groups[0]["lr"]))
     bar = tqdm(loader, total=run.n_batches, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not s.progress, leave=True)
     try:
@@ -237,12 +262,15 @@ def _run_epoch(model: nn.Module, run: _Run, s: FitSettings, epoch: int, stats: S
         "train_acc": meter.correct / meter.counted if meter.counted else None,
     }
     solver_steps, backward_steps = stats.mean("forward"), stats.mean("backward")  # before the validation solves
+    train_conv = copy.copy(conv)  # the training solves' counts (a copy: the validation solves add to conv)
     if run.val_data is not None:
         record["val_acc"] = evaluate_accuracy(model, run.val_data, batch_size=max(s.batch_size, 256), device=run.device)
         model.train()
     record.update(solver_steps=solver_steps, backward_steps=backward_steps, lr=meter.lr)
+    nonconverged = train_conv.fractions()
+    record.update(solver_nonconverged=nonconverged["forward"], backward_nonconverged=nonconverged["backward"])
     record["seconds"] = time.perf_counter() - t0
-    return record
+    return record, train_conv
 
 
 def _train_step(model: nn.Module, run: _Run, s: FitSettings, batch: Any, meter: _Meter, at: Tuple[int, int]) -> None:
