@@ -233,3 +233,143 @@ def check_deq_classifier(model: object, where: str, name: str = "model") -> Any:
             f"{type(model).__name__} lacks {missing}"
         )
     return model
+
+
+def check_labels_in_range(y: object, num_classes: int, where: str, name: str = "y") -> Tensor:
+    """Integer class labels (a tensor of any shape) with every value in ``[0, num_classes)``.
+
+    ``-100`` (the ignore index of torch's cross-entropy) is refused like any other negative label: a dropped label
+    would be counted wrong by every accuracy.
+
+    Example:
+        >>> check_labels_in_range(torch.tensor([0, 3]), 3, "fit")
+        Traceback (most recent call last):
+        ...
+        ValueError: fit: y must be class indices in [0, 3) (num_classes = 3), got values in [0, 3]
+
+    Raises:
+        TypeError: not a tensor, or not of an integer dtype. ValueError: a label outside the range.
+    """
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{where}: {name} must be a tensor of integer class labels, got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{where}: {name} must be integer class labels, got {y.dtype}")
+    if y.numel():
+        lo, hi = (int(v) for v in torch.aminmax(y.detach().reshape(-1)))
+        if lo < 0 or hi >= num_classes:
+            hint = " (-100, torch's ignore index, is not supported: drop those samples)" if lo == -100 else ""
+            raise ValueError(
+                f"{where}: {name} must be class indices in [0, {num_classes}) (num_classes = {num_classes}), "
+                f"got values in [{lo}, {hi}]{hint}"
+            )
+    return y
+
+
+def check_dataset_like(dataset: object, where: str, name: str = "dataset") -> Any:
+    """An image data set (duck-typed): anything with ``image_shape``, ``num_classes``, ``mean`` and ``std``.
+
+    Raises:
+        TypeError: one of the four is missing.
+    """
+    missing = [a for a in ("image_shape", "num_classes", "mean", "std") if not hasattr(dataset, a)]
+    if missing:
+        raise TypeError(
+            f"{where}: {name} must be an image data set such as deqlib.data.load('digits') (with image_shape, "
+            f"num_classes, mean and std); {type(dataset).__name__} lacks {missing}"
+        )
+    return dataset
+
+
+def check_matches(x: Tensor, reference: Tensor, where: str, name: str = "x", owner: str = "the model") -> Tensor:
+    """``x`` has the dtype and the device of ``reference`` (a parameter or buffer of ``owner``).
+
+    Raises:
+        TypeError: another dtype (say which conversion fixes it). ValueError: another device.
+    """
+    if x.dtype != reference.dtype:
+        raise TypeError(
+            f"{where}: {name} has dtype {x.dtype} but {owner} computes in {reference.dtype}; convert the input "
+            f"({name}.to({reference.dtype})) or {owner} (e.g. model.to({x.dtype}))"
+        )
+    if x.device != reference.device:
+        raise ValueError(
+            f"{where}: {name} is on {x.device} but {owner} is on {reference.device}; move one of them (.to(device))"
+        )
+    return x
+
+
+def check_module(model: object, where: str, name: str = "model") -> Any:
+    """A ``torch.nn.Module`` (a classifier of [0, 1] images, for the robustness evaluations).
+
+    Raises:
+        TypeError: anything else.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"{where}: {name} must be a torch.nn.Module mapping [0, 1] images to logits, got {type(model).__name__}"
+        )
+    return model
+
+
+def check_logits(out: object, n: int, where: str, name: str = "the model") -> Tensor:
+    """What a classifier returned for a batch of ``n``: floating-point logits of shape (n, num_classes), 2+ classes.
+
+    Example:
+        >>> check_logits(torch.zeros(4 * 10), 4, "robust_accuracy")
+        Traceback (most recent call last):
+        ...
+        ValueError: robust_accuracy: the model must return logits of shape (N, num_classes) = (4, C) with C >= 2, got (40,)
+
+    Raises:
+        TypeError: not a floating-point tensor. ValueError: another shape (flat, 3-D, another batch, one class).
+    """
+    want = f"logits of shape (N, num_classes) = ({n}, C)"
+    if not isinstance(out, Tensor) or not out.is_floating_point():
+        got = f"a {out.dtype} tensor" if isinstance(out, Tensor) else type(out).__name__
+        raise TypeError(f"{where}: {name} must return {want}, a floating-point tensor, got {got}")
+    if out.dim() != 2 or out.shape[0] != n or out.shape[1] < 2:
+        raise ValueError(f"{where}: {name} must return {want} with C >= 2, got {tuple(out.shape)}")
+    return out
+
+
+def check_class_labels(y: object, n: int, where: str, name: str = "y") -> Tensor:
+    """Class labels for ``n`` samples: an integer tensor of shape (n,), returned as int64 (floats never truncated).
+
+    The range is checked against the model's logits with :func:`check_labels_in_range`.
+
+    Raises:
+        TypeError: not a tensor, or floating-point / bool labels. ValueError: another shape.
+    """
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{where}: {name} must be a tensor of integer class labels, got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{where}: {name} must be integer class labels (int64), got {y.dtype}; they are never rounded")
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"{where}: {name} must have shape ({n},), one label per sample, got {tuple(y.shape)}")
+    return y.long()
+
+
+def check_device(device: object, where: str, name: str = "device") -> Optional[torch.device]:
+    """None, a ``torch.device`` or a device string that torch can parse (``"cpu"``, ``"cuda:0"``), as a device.
+
+    Whether the device exists on this machine is :func:`deqlib.config.select_device`'s check.
+
+    Example:
+        >>> check_device("tpu0", "fit")
+        Traceback (most recent call last):
+        ...
+        ValueError: fit: device 'tpu0' is not a device name (e.g. 'cpu', 'cuda', 'cuda:0', 'mps')
+
+    Raises:
+        TypeError: another type (an int, a bool). ValueError: a string that names no device.
+    """
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"{where}: {name} must be a string, a torch.device or None, got {_got(device)}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"{where}: {name} {device!r} is not a device name (e.g. 'cpu', 'cuda', 'cuda:0', 'mps')"
+        ) from None

@@ -13,7 +13,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ._validate import check_choice, check_images, check_tensor
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_dataset_like,
+    check_images,
+    check_int,
+    check_matches,
+    check_nonnegative,
+    check_number,
+    check_tensor,
+)
 from .deq import DEQ
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
@@ -47,7 +57,10 @@ class MLPCell(nn.Module):
         weight_scale: float = 0.5,
     ) -> None:
         super().__init__()
-        self.width = width
+        where = "MLPCell"
+        width = self.width = check_int(width, "width", where, minimum=1)
+        weight_scale = check_nonnegative(weight_scale, "weight_scale", where)
+        norm, spectral_norm = check_bool(norm, "norm", where), check_bool(spectral_norm, "spectral_norm", where)
         self.linear = nn.Linear(width, width, bias=False)
         nn.init.orthogonal_(self.linear.weight, gain=weight_scale)
         if spectral_norm:
@@ -90,7 +103,11 @@ class ConvCell(nn.Module):
         self, channels: int, *, hidden: Optional[int] = None, groups: int = 8, weight_scale: float = 0.01
     ) -> None:
         super().__init__()
-        hidden = hidden or 2 * channels
+        where = "ConvCell"
+        channels = check_int(channels, "channels", where, minimum=1)
+        hidden = 2 * channels if hidden is None else check_int(hidden, "hidden", where, minimum=1)
+        groups = check_int(groups, "groups", where, minimum=1)
+        weight_scale = check_nonnegative(weight_scale, "weight_scale", where)
         self.channels = channels
         self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1, bias=False)
@@ -109,11 +126,31 @@ class ConvCell(nn.Module):
         return tuple(u.shape)
 
 
+def _numbers(values: Any, name: str, where: str) -> Tuple[float, ...]:
+    """A non-empty sequence of finite numbers (per-channel statistics)."""
+    if isinstance(values, Tensor):
+        values = values.detach().reshape(-1).tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise TypeError(f"{where}: {name} must be a non-empty sequence of numbers (one per channel), got {values!r}")
+    return tuple(check_number(v, f"{name}[{i}]", where) for i, v in enumerate(values))
+
+
+def _image_shape(image_shape: Any, where: str) -> Tuple[int, int, int]:
+    """(C, H, W), three positive ints."""
+    if isinstance(image_shape, (str, bytes)) or not isinstance(image_shape, (Sequence, torch.Size)):
+        raise TypeError(f"{where}: image_shape must be a (C, H, W) tuple of ints, got {image_shape!r}")
+    if len(image_shape) != 3:
+        raise ValueError(f"{where}: image_shape must be (C, H, W), got {tuple(image_shape)}")
+    c, h, w = (check_int(s, "image_shape", where, minimum=1) for s in image_shape)
+    return c, h, w
+
+
 class Normalize(nn.Module):
     """(x - mean) / std per channel, so that models take [0, 1] images (what attack libraries expect)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
+        mean, std = _numbers(mean, "mean", "Normalize"), _numbers(std, "std", "Normalize")
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ValueError(f"Normalize: need as many means as stds and positive stds, got {mean}, {std}")
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
@@ -133,6 +170,11 @@ class DEQClassifier(nn.Module):
         image_shape: (C, H, W) of the inputs, checked at each call.
         mean, std: per-channel normalisation statistics (inside the model).
         **deq_options: passed to :class:`~deqlib.deq.DEQ` (solver, grad, max_iter, tol, ...).
+
+    Inputs must have the model's dtype and device: a float64 or float16 batch given to a float32 model raises a
+    ``TypeError`` naming both dtypes. It is not converted silently (a float64 batch would lose its precision, a
+    float16 one would be computed at another precision than the caller asked for): convert the batch
+    (``x.float()``), or the model (``model.double()``).
     """
 
     def __init__(
@@ -147,23 +189,36 @@ class DEQClassifier(nn.Module):
         **deq_options: Any,
     ) -> None:
         super().__init__()
-        self.image_shape = tuple(int(s) for s in image_shape)
-        if len(self.image_shape) != 3:
-            raise ValueError(f"DEQClassifier: image_shape must be (C, H, W), got {image_shape}")
+        self.image_shape = _image_shape(image_shape, "DEQClassifier")
+        mean, std = _numbers(mean, "mean", "DEQClassifier"), _numbers(std, "std", "DEQClassifier")
+        if len(mean) != self.image_shape[0] or len(std) != self.image_shape[0]:
+            raise ValueError(
+                f"DEQClassifier: mean and std need {self.image_shape[0]} value(s) (one per channel of image_shape "
+                f"{self.image_shape}), got {len(mean)} and {len(std)}"
+            )
         self.normalize = Normalize(mean, std)
         self.injection = injection
         self.deq = DEQ(cell, **deq_options)
         self.head = head
 
     def check_input(self, x: Tensor) -> None:
-        """Raise a clear error unless x is a finite float batch of [0, 1] images of the expected shape."""
+        """Raise a clear error unless x is a finite float batch of [0, 1] images of the expected shape, in the model's
+        dtype and on its device (a float64 or float16 batch is refused, not converted: convert it, or the model)."""
         check_tensor(x, "x (float images in [0, 1])", "DEQClassifier", floating=True)
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape or x.shape[0] == 0:
             raise ValueError(
                 f"DEQClassifier: expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(x.shape)}"
             )
+        check_matches(x, self._reference_tensor(), "DEQClassifier", "x")
         check_images(x.detach(), "DEQClassifier")
+
+    def _reference_tensor(self) -> Tensor:
+        """A floating-point parameter (the dtype the model computes in), else the normalisation buffer."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p
+        return self.normalize.mean
 
     def inject(self, x: Tensor) -> Tensor:
         """The DEQ's input u for images x."""
@@ -203,6 +258,10 @@ def mlp_classifier(
         >>> model(torch.rand(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
+    where = "mlp_classifier"
+    image_shape = _image_shape(image_shape, where)
+    num_classes = check_int(num_classes, "num_classes", where, minimum=2)
+    width = check_int(width, "width", where, minimum=1)
     d_in = int(math.prod(image_shape))
     injection = nn.Sequential(nn.Flatten(), nn.Linear(d_in, width))
     cell = MLPCell(width, activation=activation, norm=norm, spectral_norm=spectral_norm, weight_scale=weight_scale)
@@ -227,7 +286,13 @@ def conv_classifier(
     The injection is a conv stem with ``downsample`` stride-2 stages (28 -> 14 -> 7, 32 -> 16 -> 8) so the
     equilibrium is solved on a small feature map; the head pools to 2x2 and applies a linear layer.
     """
-    c_in = int(image_shape[0])
+    where = "conv_classifier"
+    image_shape = _image_shape(image_shape, where)
+    num_classes = check_int(num_classes, "num_classes", where, minimum=2)
+    channels = check_int(channels, "channels", where, minimum=1)
+    downsample = check_int(downsample, "downsample", where, minimum=0)
+    groups = check_int(groups, "groups", where, minimum=1)
+    c_in = image_shape[0]
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, channels, 3, padding=1),
         nn.GroupNorm(_groups(channels, groups), channels),
@@ -253,7 +318,11 @@ def classifier_for(dataset: Any, kind: str = "mlp", **kwargs: Any) -> DEQClassif
         dataset: anything with ``image_shape``, ``num_classes``, ``mean`` and ``std``.
         kind: "mlp" or "conv".
         **kwargs: passed to :func:`mlp_classifier` / :func:`conv_classifier`.
+
+    Raises:
+        TypeError: ``dataset`` lacks one of those attributes (e.g. a data set's name instead of the data set).
     """
+    check_dataset_like(dataset, "classifier_for")
     builders = {"mlp": mlp_classifier, "conv": conv_classifier}
     kind = check_choice(kind, "classifier kind", "classifier_for", tuple(builders))
     return builders[kind](dataset.image_shape, dataset.num_classes, mean=dataset.mean, std=dataset.std, **kwargs)

@@ -21,16 +21,34 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ._validate import check_callable, check_choice, check_fraction, check_int, check_tensor
+from ._validate import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_matches,
+    check_positive,
+    check_tensor,
+)
 from .diagnostics import jacobian_frobenius, spectral_radius
-from .solvers import ConvergenceCounts, SolverInfo, check_solver_options, damped_steps, get_solver, warn_not_converged
-from .solvers.info import check_settings
+from .solvers import (
+    ConvergenceCounts,
+    SolverInfo,
+    available_solvers,
+    check_solver_options,
+    damped_steps,
+    get_solver,
+    warn_not_converged,
+)
+from .solvers.info import check_settings, check_solver_result
+from .solvers.registry import check_signature
 
 #: The tags a solve listener receives: a forward solve (``forward`` or ``solve``) and an adjoint solve (IFT backward).
 SOLVE_TAGS = ("forward", "backward")
@@ -62,10 +80,37 @@ class _ImplicitBackward(torch.autograd.Function):
             return vjp + grad
 
         solver = get_solver(deq.backward_solver)
-        g, info = solver(adjoint, grad, **deq.backward_options)
+        result = solver(adjoint, grad, **{"record": False, **deq.backward_options})
+        g, info = check_solver_result(result, grad, "DEQ (IFT backward)", deq._solver_label("backward"))
         deq._last_backward_info = info
         deq._report("backward", info)
         return g, None, None
+
+
+def _check_solver(solver: object, name: str) -> str | Callable:
+    """A registered solver's name or a callable with the solver's keyword arguments (TypeError / ValueError)."""
+    if isinstance(solver, str):
+        get_solver(solver)  # unknown names raise ValueError, listing the registered ones
+        return solver
+    if not callable(solver):
+        raise TypeError(
+            f"DEQ: {name} must be a registered solver name ({', '.join(available_solvers())}) or a solver callable, "
+            f"got {type(solver).__name__} {solver!r}"
+        )
+    return check_signature(solver, "DEQ", getattr(solver, "__name__", name))
+
+
+def _first_floating_tensor(cell: object) -> Optional[Tensor]:
+    """A floating-point parameter (else buffer) of the cell, whose dtype and device the input must share."""
+    if not isinstance(cell, nn.Module):
+        return None
+    for t in cell.parameters():
+        if t.is_floating_point():
+            return t
+    for t in cell.buffers():
+        if t.is_floating_point():
+            return t
+    return None
 
 
 class DEQ(nn.Module):
@@ -131,20 +176,24 @@ class DEQ(nn.Module):
     ) -> None:
         super().__init__()
         self.cell = check_callable(cell, "cell", "DEQ", "as cell(z, x)")
-        get_solver(solver)  # unknown names raise ValueError here
+        check_settings("DEQ", max_iter, tol, stop_mode)
+        self.solver = _check_solver(solver, "solver")
         check_solver_options(solver, solver_options)
-        self.solver = solver
         self.solver_options = dict(solver_options)
         self.max_iter, self.tol, self.stop_mode = max_iter, tol, stop_mode
-        self.backward_solver = solver if backward_solver is None else backward_solver
-        get_solver(self.backward_solver)
+        self.backward_solver = solver if backward_solver is None else _check_solver(backward_solver, "backward_solver")
+        if backward_options is not None and not isinstance(backward_options, Mapping):
+            raise TypeError(f"DEQ: backward_options must be a dict of solver options, got {backward_options!r}")
         extra = dict(backward_options or {})
         if backward_solver is None and not extra:
             extra = dict(solver_options)
         check_solver_options(self.backward_solver, extra)
-        default_backward = BACKWARD_MAX_ITER_FACTOR * max_iter if isinstance(max_iter, int) else max_iter
+        if backward_max_iter is not None:
+            check_int(backward_max_iter, "backward_max_iter", "DEQ", minimum=1)
+        if backward_tol is not None:
+            check_positive(backward_tol, "backward_tol", "DEQ")
         self.backward_options = {
-            "max_iter": default_backward if backward_max_iter is None else backward_max_iter,
+            "max_iter": BACKWARD_MAX_ITER_FACTOR * max_iter if backward_max_iter is None else backward_max_iter,
             "tol": tol if backward_tol is None else backward_tol,
             "stop_mode": stop_mode,
             **extra,
@@ -153,11 +202,9 @@ class DEQ(nn.Module):
         self.phantom_steps = check_int(phantom_steps, "phantom_steps", "DEQ", minimum=1)
         self.phantom_tau = check_fraction(phantom_tau, "phantom_tau", "DEQ")
         self.jac_reg_samples = check_int(jac_reg_samples, "jac_reg_samples", "DEQ", minimum=0)
-        self.record = bool(record)
-        # Check the shared options now rather than at the first call.
-        check_settings("DEQ", max_iter, tol, stop_mode)
-        bo = self.backward_options
-        check_settings("DEQ (backward)", bo["max_iter"], bo["tol"], bo["stop_mode"])
+        self.record = check_bool(record, "record", "DEQ")
+        bo = self.backward_options  # backward_options may set max_iter, tol or stop_mode itself
+        check_settings("DEQ (backward_options)", bo["max_iter"], bo["tol"], bo["stop_mode"])
         self._solve_listeners: "OrderedDict[int, SolveListener]" = OrderedDict()
         self.convergence = ConvergenceCounts()
         self.last_info: Optional[SolverInfo] = None
@@ -210,6 +257,10 @@ class DEQ(nn.Module):
         solver = self.solver if tag == "forward" else self.backward_solver
         return solver if isinstance(solver, str) else getattr(solver, "__name__", "solver")
 
+    def _solver_label(self, tag: str) -> str:
+        """How an error names the solver: ``solver 'anderson'`` or ``backward_solver 'my_solver'``."""
+        return f"{'solver' if tag == 'forward' else 'backward_solver'} {self._solver_name(tag)!r}"
+
     def _report(self, tag: str, info: SolverInfo) -> None:
         """A forward or adjoint solve is done: count it, warn if some samples did not converge, notify."""
         self.convergence.add(tag, info)
@@ -230,7 +281,11 @@ class DEQ(nn.Module):
         return torch.zeros(shape, dtype=x.dtype, device=x.device)
 
     def _check(self, x: Tensor, z0: Optional[Tensor]) -> Tensor:
-        check_tensor(x, "x", "DEQ", batch=True, finite=True)
+        check_tensor(x, "x", "DEQ", floating=True, batch=True)
+        reference = _first_floating_tensor(self.cell)
+        if reference is not None:
+            check_matches(x, reference, "DEQ", "x", "the cell")
+        check_tensor(x, "x", "DEQ", finite=True)
         init = self.initial_state(x)
         if z0 is None:
             return init
@@ -246,7 +301,8 @@ class DEQ(nn.Module):
     def _solve(self, f: Callable[[Tensor], Tensor], z0: Tensor, record: bool, **overrides: Any):
         opts = {"max_iter": self.max_iter, "tol": self.tol, "stop_mode": self.stop_mode, **self.solver_options}
         opts.update(overrides)
-        return get_solver(self.solver)(f, z0, record=record, **opts)
+        result = get_solver(self.solver)(f, z0, record=record, **opts)
+        return check_solver_result(result, z0, "DEQ", self._solver_label("forward"))
 
     def _phantom(self, z: Tensor, x: Tensor) -> Tensor:
         return damped_steps(lambda s: self.cell(s, x), z, self.phantom_steps, self.phantom_tau)

@@ -9,7 +9,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_int
+from ._validate import check_bool, check_callable, check_int, check_tensor
 
 
 def spectral_radius(
@@ -35,7 +35,12 @@ def spectral_radius(
     Returns:
         (N,) estimates of rho(J).
     """
-    n_iter = check_int(n_iter, "n_iter", "spectral_radius", minimum=2)
+    where = "spectral_radius"
+    check_callable(f, "f", where, "as f(z) -> a state of z's shape")
+    check_tensor(z, "z", where, floating=True, batch=True)
+    n_iter = check_int(n_iter, "n_iter", where, minimum=2)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{where}: generator must be a torch.Generator, got {type(generator).__name__}")
     n = z.shape[0]
     view = (n,) + (1,) * (z.dim() - 1)
     v = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
@@ -43,6 +48,9 @@ def spectral_radius(
     with torch.enable_grad():
         z_in = z.detach().requires_grad_()
         out = f(z_in)
+    if not isinstance(out, Tensor) or out.shape != z.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{where}: f must map a state of shape {tuple(z.shape)} to the same shape, got {got}")
     logs = []
     for k in range(n_iter):
         (jtv,) = torch.autograd.grad(out, z_in, v, retain_graph=True)
@@ -61,21 +69,29 @@ def jacobian_frobenius(f_out: Tensor, z_in: Tensor, *, n_samples: int = 1, creat
     Args:
         f_out: f(z_in), computed with z_in requiring grad.
         z_in: the state the graph starts from.
-        n_samples: random probes averaged.
+        n_samples: random probes averaged (>= 1).
         create_graph: keep the graph so the estimate can be minimised as a regulariser.
 
     Returns:
         (N,) estimates (divide by the state dimension for the per-entry version used as a loss).
     """
-    if not z_in.requires_grad:
-        raise ValueError("jacobian_frobenius: z_in must require grad and f_out be computed from it")
+    where = "jacobian_frobenius"
+    check_tensor(f_out, "f_out", where, floating=True, batch=True)
+    check_tensor(z_in, "z_in", where, floating=True, batch=True)
+    n_samples = check_int(n_samples, "n_samples", where, minimum=1)
+    create_graph = check_bool(create_graph, "create_graph", where)
+    if not z_in.requires_grad or not f_out.requires_grad:
+        raise ValueError(f"{where}: z_in must require grad and f_out be computed from it")
+    if f_out.shape[0] != z_in.shape[0]:
+        raise ValueError(f"{where}: f_out has batch {f_out.shape[0]}, z_in has batch {z_in.shape[0]}")
     n = z_in.shape[0]
     total = f_out.new_zeros(n)
     for i in range(n_samples):
         v = torch.randn_like(f_out)
-        (vjp,) = torch.autograd.grad(
-            f_out, z_in, v, create_graph=create_graph, retain_graph=True if create_graph else i < n_samples - 1
-        )
+        retain = True if create_graph else i < n_samples - 1
+        (vjp,) = torch.autograd.grad(f_out, z_in, v, create_graph=create_graph, retain_graph=retain, allow_unused=True)
+        if vjp is None:
+            raise ValueError(f"{where}: f_out was not computed from z_in (no path from z_in to f_out in the graph)")
         total = total + vjp.reshape(n, -1).pow(2).sum(dim=1)
     return total / n_samples
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._validate import check_deq_classifier, check_int, check_labels
+from ._validate import check_deq_classifier, check_int, check_labels, check_labels_in_range, check_tensor
 from .losses import entropy
 
 __all__ = ["state_predictions", "solver_iterate", "solver_trajectory", "head_on_states"]
@@ -43,7 +43,11 @@ def solver_iterate(deq: nn.Module, u: Tensor, steps: int, z0: Optional[Tensor] =
     Returns:
         (N, *state), detached.
     """
-    check_int(steps, "steps", "solver_iterate", minimum=1)
+    where = "solver_iterate"
+    if not callable(getattr(deq, "solve", None)):
+        raise TypeError(f"{where}: deq must be a DEQ layer with solve() (e.g. model.deq), got {type(deq).__name__}")
+    check_tensor(u, "u", where, batch=True)
+    check_int(steps, "steps", where, minimum=1)
     with torch.no_grad():
         _, info = deq.solve(u.detach(), z0, record=True, max_iter=steps)
     # The trajectory is shorter than steps + 1 only when every sample stopped early; its last entry is then the result.
@@ -56,6 +60,10 @@ def solver_trajectory(model: nn.Module, u: Tensor, steps: int, **overrides: Any)
     A solver stops once every sample has converged; the missing entries then repeat the last one, as the
     trajectory already does for a sample that stopped earlier than the others.
     """
+    where = "solver_trajectory"
+    check_deq_classifier(model, where)
+    check_tensor(u, "u", where, batch=True)
+    steps = check_int(steps, "steps", where, minimum=1)
     with torch.no_grad():
         _, info = model.deq.solve(u.detach(), record=True, max_iter=steps, **overrides)
     traj = info.trajectory
@@ -66,6 +74,8 @@ def solver_trajectory(model: nn.Module, u: Tensor, steps: int, **overrides: Any)
 
 def head_on_states(model: nn.Module, states: Tensor) -> Tensor:
     """The head on (K, N, *state) states, as one batch: (K, N, C)."""
+    check_deq_classifier(model, "head_on_states")
+    check_tensor(states, "states", "head_on_states", floating=True, min_dim=3)
     k, n = states.shape[:2]
     return model.logits_from_state(states.reshape(k * n, *states.shape[2:])).reshape(k, n, -1)
 
@@ -91,11 +101,14 @@ def state_predictions(
     """
     where = "state_predictions"
     check_deq_classifier(model, where)
+    x = check_tensor(x, "x", where, batch=True)
     steps = model.deq.max_iter if steps is None else check_int(steps, "steps", where, minimum=1)
     if y is not None:
         check_labels(y, x.shape[0], where)
     states, info = solver_trajectory(model, model.inject(x), steps, **solver_overrides)
     logits = head_on_states(model, states)
+    if y is not None:
+        check_labels_in_range(y, logits.shape[-1], where)
     out: Dict[str, Any] = {
         "states": states,
         "logits": logits,

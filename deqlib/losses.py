@@ -40,8 +40,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._validate import check_choice, check_images, check_int, check_labels, check_nonnegative, check_tensor
-from .threat import ascent_step, check_eps, check_norm, check_step, project, random_start
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_images,
+    check_int,
+    check_labels,
+    check_labels_in_range,
+    check_logits,
+    check_nonnegative,
+    check_tensor,
+)
+from .threat import ascent_step, check_eps, check_l2_scale, check_norm, check_step, project, random_start
 
 __all__ = ["cross_entropy", "entropy", "mean_entropy", "PGDAT", "TRADES"]
 
@@ -54,21 +64,26 @@ ATTACK_MODES = (None, "train", "eval")
 # ----------------------------------------------------------------------------------------------------
 
 
-def _logits_of(model: nn.Module, x: Tensor) -> Tensor:
-    out = model(x)
-    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise TypeError(f"the model must return logits of shape (N, num_classes) = ({x.shape[0]}, C), got {shape}")
+def _logits_of(model: nn.Module, x: Tensor, where: str, y: Optional[Tensor] = None) -> Tensor:
+    """``model(x)``, checked: logits (N, num_classes), and the labels ``y`` (if given) in [0, num_classes)."""
+    out = check_logits(model(x), x.shape[0], where)
+    if y is not None:
+        check_labels_in_range(y, out.shape[1], where)
     return out
 
 
 def cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
     """Standard training loss: mean cross-entropy of ``model(x)``.
 
+    ``y`` must be int64 labels (N,) in [0, num_classes): torch's ignore index -100 is refused like any label
+    outside the range (a dropped sample would still count in every accuracy).
+
     Returns:
         ``(loss, logits)``.
     """
-    logits = _logits_of(model, x)
+    check_tensor(x, "x", "cross_entropy", batch=True)
+    check_labels(y, x.shape[0], "cross_entropy")
+    logits = _logits_of(model, x, "cross_entropy", y)
     return F.cross_entropy(logits, y), logits
 
 
@@ -118,16 +133,24 @@ class _InnerAttack:
         self.attack_mode = check_choice(attack_mode, "attack_mode", where, ATTACK_MODES)
 
     def _check_batch(self, x: Tensor, y: Optional[Tensor]) -> None:
+        """[0, 1] images, int64 labels (N,) (their range is checked on the first logits), an L2 radius at most the
+        diameter of the image cube (known only now)."""
         check_images(x, self.name)
         if y is not None:
             check_labels(y, x.shape[0], self.name)
+        if self.norm == "L2":
+            check_l2_scale(self.eps, x, self.name)
 
-    def _ascend(self, model: nn.Module, x: Tensor, x_adv: Tensor, objective: Callable[[Tensor], Tensor]) -> Tensor:
-        """``steps`` projected ascent steps on ``objective(logits) -> scalar`` from ``x_adv``; a detached tensor."""
+    def _ascend(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, objective: Callable[[Tensor], Tensor], y: Optional[Tensor]
+    ) -> Tensor:
+        """``steps`` projected ascent steps on ``objective(logits) -> scalar`` from ``x_adv``; a detached tensor.
+        The labels ``y`` are checked against the first logits, before any gradient."""
         with _mode(model, self.attack_mode), torch.enable_grad():
-            for _ in range(self.steps):
+            for step in range(self.steps):
                 x_adv = x_adv.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(objective(_logits_of(model, x_adv)), x_adv)
+                logits = _logits_of(model, x_adv, self.name, y if step == 0 else None)
+                (grad,) = torch.autograd.grad(objective(logits), x_adv)
                 x_adv = project(ascent_step(x_adv.detach(), grad, self.alpha, self.norm), x, self.eps, self.norm)
         return x_adv.detach()
 
@@ -170,7 +193,7 @@ class PGDAT(_InnerAttack):
         attack_mode: Optional[str] = None,
     ) -> None:
         super().__init__(eps, alpha, steps, norm, attack_mode)
-        self.random_start = bool(random_start)
+        self.random_start = check_bool(random_start, "random_start", self.name)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The adversarial batch (detached, in the ε-ball ∩ [0, 1]) that maximises the cross-entropy."""
@@ -179,11 +202,11 @@ class PGDAT(_InnerAttack):
         if self.eps == 0:
             return x.clone()
         x_adv = random_start(x, self.eps, self.norm) if self.random_start else x.clone()
-        return self._ascend(model, x, x_adv, lambda logits: F.cross_entropy(logits, y, reduction="sum"))
+        return self._ascend(model, x, x_adv, lambda logits: F.cross_entropy(logits, y, reduction="sum"), y)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
         x_adv = self.perturb(model, x, y)
-        logits = _logits_of(model, x_adv)
+        logits = _logits_of(model, x_adv, self.name, y)
         return F.cross_entropy(logits, y), logits
 
     def _extra(self) -> dict:
@@ -245,10 +268,10 @@ class TRADES(_InnerAttack):
         if self.eps == 0:
             return x.clone()
         with _mode(model, self.attack_mode), torch.no_grad():
-            p_clean = F.softmax(_logits_of(model, x), dim=1)
+            p_clean = F.softmax(_logits_of(model, x, self.name, y), dim=1)
         x_adv = project(x + self.start_std * torch.randn_like(x), x, self.eps, self.norm)
         return self._ascend(
-            model, x, x_adv, lambda logits: F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum")
+            model, x, x_adv, lambda logits: F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum"), None
         )
 
     def _pair(self, model: nn.Module):
@@ -268,8 +291,8 @@ class TRADES(_InnerAttack):
         """The parts of the loss: ``{"loss", "ce", "kl", "logits", "logits_adv", "x_adv"}`` (graphs kept)."""
         x_adv = self.perturb(model, x, y)
         with self._pair(model):
-            logits = _logits_of(model, x)
-            logits_adv = _logits_of(model, x_adv)
+            logits = _logits_of(model, x, self.name, y)
+            logits_adv = _logits_of(model, x_adv, self.name)
         # KL(p ‖ q) from log-probabilities on both sides: exactly 0 when the two logits are equal
         log_p, log_q = F.log_softmax(logits, dim=1), F.log_softmax(logits_adv, dim=1)
         kl = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from . import cells, config, data
-from ._validate import check_seed
+from ._io import check_path
+from ._validate import check_bool, check_callable, check_device, check_seed
 from .train import History, evaluate_accuracy, fit
 
 __all__ = ["recipe", "train_classifier"]
@@ -132,6 +133,9 @@ def train_classifier(
         device: see :func:`deqlib.config.select_device`.
         log: passed to :func:`~deqlib.train.fit` (called with each epoch's record).
 
+    Raises:
+        TypeError, ValueError: a bad argument (before any data are loaded), or see :func:`~deqlib.train.fit`.
+
     Returns:
         ``(model, history, test_acc)``: the trained :class:`~deqlib.cells.DEQClassifier` (in eval mode), its
         :class:`~deqlib.train.History` (no ``val_acc``: the test set is evaluated once, at the end) and the test accuracy in [0, 1].
@@ -141,7 +145,14 @@ def train_classifier(
         >>> acc >= 0.95  # doctest: +SKIP
         True
     """
-    seed = check_seed(seed, "train_classifier")
+    where = "train_classifier"
+    seed = check_seed(seed, where)  # the arguments are checked before any data are loaded
+    if checkpoint is not None:
+        check_path(checkpoint, where, "checkpoint")
+    check_bool(progress, "progress", where)
+    check_device(device, where)
+    if log is not None:
+        check_callable(log, "log", where, "receiving a dict")
     r = recipe(dataset_name, mode=mode)
     train_set, test_set = data.load(r["dataset"], "train"), data.load(r["dataset"], "test")
     config.seed_everything(seed)

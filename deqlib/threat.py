@@ -19,17 +19,19 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Optional
+import numbers
+from typing import Any, List, Optional
 
 import torch
 from torch import Tensor
 
-from ._validate import check_choice, check_nonnegative, check_positive
+from ._validate import check_choice, check_nonnegative, check_positive, check_tensor
 
 __all__ = [
     "NORMS",
     "check_norm",
     "check_eps",
+    "check_eps_list",
     "check_step",
     "check_l2_scale",
     "perturbation_norm",
@@ -67,6 +69,30 @@ def check_eps(eps: object, norm: str = "Linf", where: str = "attack") -> float:
     return value
 
 
+def check_eps_list(
+    eps_list: Any, norm: Optional[str] = None, where: str = "attack", *, distinct: bool = False
+) -> List[float]:
+    """A non-empty list of radii: a sequence of numbers (or one number); each checked by :func:`check_eps` for
+    ``norm`` (None: only a finite number >= 0, for reports whose attacks have norms of their own).
+
+    Raises:
+        TypeError: a string (``"0.1"`` is not a list of radii) or another non-sequence, or a radius that is not a
+            number. ValueError: no radius, a bad radius, or (``distinct``) a radius listed twice.
+    """
+    if isinstance(eps_list, numbers.Real):
+        eps_list = [eps_list]
+    if isinstance(eps_list, (str, bytes)) or not hasattr(eps_list, "__iter__"):
+        raise TypeError(
+            f"{where}: eps_list must be a sequence of radii such as [0.1, 0.2], got {type(eps_list).__name__} {eps_list!r}"
+        )
+    out = [check_nonnegative(e, "eps", where) if norm is None else check_eps(e, norm, where) for e in eps_list]
+    if not out:
+        raise ValueError(f"{where}: give at least one eps")
+    if distinct and len(set(out)) != len(out):
+        raise ValueError(f"{where}: eps_list lists a radius twice: {out}")
+    return out
+
+
 def check_step(value: object, name: str, where: str = "attack", *, norm: Optional[str] = None) -> float:
     """A step size: finite and > 0, and at most 1 for an L-infinity step (as eps)."""
     out = check_positive(value, name, where)
@@ -85,6 +111,17 @@ def check_l2_scale(eps: float, images: Tensor, where: str = "attack") -> None:
         )
 
 
+def _check_pair(a: Any, b: Any, names: str, where: str) -> None:
+    """Two floating-point tensors (N, ...) of the same shape (names: "x_adv, x")."""
+    first, second = names.split(", ")
+    check_tensor(a, first, where, floating=True, min_dim=1)
+    check_tensor(b, second, where, floating=True, min_dim=1)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{where}: {first} and {second} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
 def _per_sample_norm(t: Tensor) -> Tensor:
     """The L2 norm of each sample, shaped to broadcast against ``t``."""
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
@@ -92,8 +129,10 @@ def _per_sample_norm(t: Tensor) -> Tensor:
 
 def perturbation_norm(x_adv: Tensor, x: Tensor, norm: str) -> Tensor:
     """Per-sample ``||x_adv - x||`` in the given norm, shape (N,)."""
+    norm = check_norm(norm, "perturbation_norm")
+    _check_pair(x_adv, x, "x_adv, x", "perturbation_norm")
     delta = (x_adv - x).flatten(1)
-    if check_norm(norm) == "Linf":
+    if norm == "Linf":
         return delta.abs().amax(dim=1) if delta.shape[1] else delta.new_zeros(delta.shape[0])
     return delta.norm(dim=1)
 
@@ -104,8 +143,11 @@ def project(x_adv: Tensor, x: Tensor, eps: float, norm: str = "Linf") -> Tensor:
     Points already inside are returned unchanged; the clamp to [0, 1] after the ball projection never leaves the
     ball, since ``x`` itself is in [0, 1].
     """
+    norm = check_norm(norm, "project")
+    eps = check_eps(eps, norm, "project")
+    _check_pair(x_adv, x, "x_adv, x", "project")
     delta = x_adv - x
-    if check_norm(norm) == "Linf":
+    if norm == "Linf":
         delta = delta.clamp(-eps, eps)
     else:
         n = _per_sample_norm(delta)
@@ -115,14 +157,20 @@ def project(x_adv: Tensor, x: Tensor, eps: float, norm: str = "Linf") -> Tensor:
 
 def ascent_step(x_adv: Tensor, grad: Tensor, alpha: float, norm: str) -> Tensor:
     """One steepest-ascent step of size ``alpha``: the signed gradient (L-infinity) or the normalised one (L2)."""
-    if check_norm(norm) == "Linf":
+    norm = check_norm(norm, "ascent_step")
+    alpha = check_step(alpha, "alpha", "ascent_step", norm=norm)
+    _check_pair(x_adv, grad, "x_adv, grad", "ascent_step")
+    if norm == "Linf":
         return x_adv + alpha * grad.sign()
     return x_adv + alpha * grad / _per_sample_norm(grad).clamp_min(1e-12)
 
 
 def random_start(x: Tensor, eps: float, norm: str = "Linf") -> Tensor:
     """A random point of the ball ∩ [0, 1]: uniform per pixel (L-infinity), uniform direction and radius (L2)."""
-    if check_norm(norm) == "Linf":
+    norm = check_norm(norm, "random_start")
+    eps = check_eps(eps, norm, "random_start")
+    check_tensor(x, "x", "random_start", floating=True, min_dim=1)
+    if norm == "Linf":
         return project(x + torch.empty_like(x).uniform_(-eps, eps), x, eps, norm)
     direction = torch.randn_like(x)
     direction = direction / _per_sample_norm(direction).clamp_min(1e-12)

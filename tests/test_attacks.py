@@ -479,3 +479,135 @@ def test_robust_accuracy_refuses_an_attack_that_leaves_the_ball(model, batch):
 
     with pytest.raises(RuntimeError, match="left the threat model"):
         robust_accuracy(model, Cheat(model), batch)
+
+
+# ---------------------------------------------------------------------------------------------------- issue 16: bad input
+class _Linear(nn.Module):
+    """10 classes of 8x8 images; ``shape`` breaks its logits as a wrong model would."""
+
+    def __init__(self, shape: str = "ok"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.shape = nn.Linear(64, 10), shape
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return {"ok": out, "flat": out.flatten(), "3d": out[:, :, None], "batch": out[:1]}[self.shape]
+
+
+_X, _Y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda m, k: A.apgd_t(m, 0.1, steps=1, n_classes=k),
+        lambda m, k: A.fab_t(m, 0.1, steps=1, n_classes=k),
+        lambda m, k: autoattack_standard(m, 0.1, n_classes=k),
+    ],
+    ids=["apgd_t", "fab_t", "autoattack"],
+)
+@pytest.mark.parametrize("n_classes", [5, 20])
+def test_n_classes_must_match_the_models_logits(build, n_classes):
+    """Before issue 16 an APGD-T built for 5 classes ran silently on a 10-class model (targeting 4 of its 9 other
+    classes); the first logits of a call now say so, before any gradient."""
+    with pytest.raises(ValueError, match=rf"n_classes = {n_classes} but the model returns 10 logits"):
+        build(_Linear(), n_classes)(_X, _Y)
+    assert build(_Linear(), 10)(_X, _Y).shape == _X.shape
+
+
+@pytest.mark.parametrize(
+    "labels, error, match",
+    [
+        (torch.tensor([0, 1, 2, 10]), ValueError, r"labels must be class indices in \[0, 10\)"),
+        (torch.tensor([0, -100, 2, 3]), ValueError, r"-100, torch's ignore index, is not supported"),
+        (
+            torch.tensor([0.0, 1.5, 2.0, 3.0]),
+            TypeError,
+            r"labels must be integer class labels \(int64\), got torch.float32",
+        ),
+        (torch.tensor([0, 1, 2]), ValueError, r"labels must have shape \(4,\)"),
+    ],
+    ids=["label 10", "label -100", "float labels", "3 labels"],
+)
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd_ce", "square"])
+def test_attack_calls_check_the_labels(name, labels, error, match):
+    atk = make_attack(name, _Linear(), 0.1, **({"n_queries": 2} if name == "square" else {}))
+    with pytest.raises(error, match=match):
+        atk(_X, labels)
+
+
+@pytest.mark.parametrize("shape, got", [("flat", r"\(40,\)"), ("3d", r"\(4, 10, 1\)"), ("batch", r"\(1, 10\)")])
+def test_attack_calls_and_robust_accuracy_check_the_logits(shape, got):
+    model = _Linear(shape)
+    pattern = rf"must return logits of shape \(N, num_classes\) = \(4, C\) with C >= 2, got {got}"
+    with pytest.raises(ValueError, match="pgd: the model " + pattern):
+        A.pgd(model, 0.1, steps=1)(_X, _Y)
+    with pytest.raises(ValueError, match="robust_accuracy: the model " + pattern):
+        robust_accuracy(model, A.pgd(model, 0.1, steps=1), (_X, _Y))
+    with pytest.raises(ValueError, match="predict: the model " + pattern):
+        A.predict(model, _X)
+
+
+@pytest.mark.parametrize(
+    "labels, error, match",
+    [
+        (torch.tensor([0, 1, 2, 10]), ValueError, r"robust_accuracy: y must be class indices in \[0, 10\)"),
+        (torch.tensor([0, -1, 2, 3]), ValueError, r"robust_accuracy: y must be class indices in \[0, 10\)"),
+        (torch.tensor([0, -100, 2, 3]), ValueError, r"torch's ignore index"),
+        (torch.tensor([0.0, 1.5, 2.0, 3.0]), TypeError, r"robust_accuracy: y must be integer class labels"),
+    ],
+    ids=["label 10", "label -1", "label -100", "float labels"],
+)
+def test_robust_accuracy_checks_the_labels(labels, error, match):
+    """Before issue 16: IndexError from inside torchattacks, or (-100, floats truncated by .long()) a number."""
+    model = _Linear()
+    with pytest.raises(error, match=match):
+        robust_accuracy(model, A.pgd(model, 0.1, steps=1), (_X, labels))
+
+
+def test_robust_accuracy_and_predict_validate_their_arguments():
+    model = _Linear()
+    atk = A.pgd(model, 0.1, steps=1)
+    with pytest.raises(TypeError, match="robust_accuracy: model must be a torch.nn.Module"):
+        robust_accuracy(object(), atk, (_X, _Y))
+    with pytest.raises(TypeError, match="robust_accuracy: eps must be a real number, got str '0.1'"):
+        robust_accuracy(model, atk, (_X, _Y), eps="0.1")
+    with pytest.raises(ValueError, match=r"robust_accuracy: pixels must be in \[0, 1\]"):
+        robust_accuracy(model, atk, (_X * 255, _Y))  # was: "pgd left the threat model"
+    with pytest.raises(ValueError, match="predict: batch_size must be an int >= 1, got 0"):
+        A.predict(model, _X, batch_size=0)
+    with pytest.raises(TypeError, match="predict: x must be a torch.Tensor"):
+        A.predict(model, [[0.5]])
+
+
+def test_intermediate_attacks_check_labels_and_images(model):
+    atk = IntermediateStateAttack(model, 0.1, steps=1, state_index=1)
+    x = torch.rand(4, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"intermediate: labels must be class indices in \[0, 10\)"):
+        atk(x, torch.tensor([0, 1, 2, 10]))
+    with pytest.raises(TypeError, match="intermediate: labels must be integer class labels"):
+        atk(x, torch.tensor([0.0, 1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match=r"intermediate: pixels must be in \[0, 1\]"):
+        atk(x * 255, torch.tensor([0, 1, 2, 3]))
+
+
+def test_threat_functions_validate_their_arguments():
+    from deqlib import threat
+
+    small = torch.rand(4, 1, 4, 4)
+    with pytest.raises(ValueError, match="project: eps must be a finite number >= 0, got -0.1"):
+        threat.project(_X, _X, -0.1)  # was: clamp(0.1, -0.1), a silent nonsense
+    with pytest.raises(ValueError, match=r"project: x_adv and x must have the same shape, got \(4, 1, 8, 8\) and"):
+        threat.project(_X, small, 0.1)
+    with pytest.raises(ValueError, match="random_start: L-infinity eps = 2 is on the wrong scale"):
+        threat.random_start(_X, 2.0)
+    with pytest.raises(ValueError, match="ascent_step: alpha must be a finite number > 0"):
+        threat.ascent_step(_X, _X, -1.0, "Linf")
+    with pytest.raises(ValueError, match="perturbation_norm: x_adv and x must have the same shape"):
+        threat.perturbation_norm(_X, small, "Linf")
+    with pytest.raises(TypeError, match=r"eps_list must be a sequence of radii such as \[0.1, 0.2\], got str '0.1'"):
+        threat.check_eps_list("0.1")
+    assert threat.check_eps_list(0.1, "Linf") == [0.1]
+    with pytest.raises(ValueError, match="lists a radius twice"):
+        threat.check_eps_list([0.1, 0.1], "Linf", distinct=True)

@@ -150,5 +150,129 @@ def test_convergence_counts_and_report_reject_bad_arguments(deq):
     with pytest.raises(TypeError, match="convergence_report: model must be an nn.Module, got ConvergenceCounts"):
         with convergence_report(deq.convergence):
             pass
-    with pytest.raises(ValueError, match=r"DEQ \(backward\): max_iter must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"DEQ: backward_max_iter must be an int >= 1, got 0"):
         DEQ(MLPCell(8), backward_max_iter=0)
+
+
+# ------------------------------------------------------------------------------------------ issue 16 (models, solvers)
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (
+            lambda: mlp_classifier((1, 8, 8), 10, mean=(0.3,), std=(0.4,), width=0),
+            "mlp_classifier: width must be an int >= 1, got 0",
+        ),
+        (
+            lambda: mlp_classifier((1, 8, 8), 0, mean=(0.3,), std=(0.4,)),
+            "mlp_classifier: num_classes must be an int >= 2, got 0",
+        ),
+        (
+            lambda: deqlib.conv_classifier((1, 8, 8), 0, mean=(0.3,), std=(0.4,)),
+            "conv_classifier: num_classes must be an int >= 2",
+        ),
+        (
+            lambda: deqlib.conv_classifier((1, 8, 8), 10, mean=(0.3,), std=(0.4,), channels=0),
+            "conv_classifier: channels must be an int >= 1, got 0",
+        ),
+        (
+            lambda: deqlib.conv_classifier((1, 8, 8), 10, mean=(0.3,), std=(0.4,), groups=0),
+            "conv_classifier: groups must be an int >= 1, got 0",
+        ),
+        (lambda: MLPCell(0), "MLPCell: width must be an int >= 1, got 0"),
+        (lambda: deqlib.cells.ConvCell(0), "ConvCell: channels must be an int >= 1, got 0"),
+        (lambda: mlp_classifier((1, 8, 8), 10, mean=(0.3,) * 3, std=(0.4,) * 3), r"mean and std need 1 value\(s\)"),
+    ],
+)
+def test_builders_refuse_sizes_that_make_no_model(build, match):
+    """Issue 16: width=0 and num_classes=0 built a model (logits of shape (N, 0)); channels=0 was a ZeroDivisionError."""
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_classifier_for_needs_a_data_set():
+    """Issue 16: classifier_for(object()) was an AttributeError."""
+    with pytest.raises(
+        TypeError, match=r"classifier_for: dataset must be an image data set .* object lacks \['image_shape'"
+    ):
+        deqlib.classifier_for(object())
+    with pytest.raises(TypeError, match="classifier_for: dataset must be an image data set .* str lacks"):
+        deqlib.classifier_for("digits")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_images_of_another_dtype_are_refused_naming_the_models_dtype(model, dtype):
+    """Issue 16: float64 / float16 images passed the input check, then failed with "mat1 and mat2 must have the same
+    dtype". deqlib refuses them (it does not convert silently) and names both dtypes and the two fixes."""
+    x = torch.rand(2, 1, 8, 8, dtype=dtype)
+    with pytest.raises(TypeError, match=rf"DEQClassifier: x has dtype {dtype} but the model computes in torch.float32"):
+        model(x)
+    assert model(x.float()).shape == (2, 10)
+    assert model.double()(x.double()).dtype == torch.float64  # or convert the model
+
+
+def test_deq_input_of_another_dtype_or_device_is_refused(deq):
+    with pytest.raises(TypeError, match="DEQ: x has dtype torch.float64 but the cell computes in torch.float32"):
+        deq(torch.randn(2, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="DEQ: x is on meta but the cell is on cpu"):
+        deq(torch.randn(2, 8, device="meta"))
+
+
+@pytest.mark.parametrize(
+    "option, value, error, match",
+    [
+        ("backward_tol", -1, ValueError, "DEQ: backward_tol must be a finite number > 0, got -1"),
+        ("backward_tol", "1e-3", TypeError, "DEQ: backward_tol must be a real number"),
+        ("backward_max_iter", 0, ValueError, "DEQ: backward_max_iter must be an int >= 1, got 0"),
+        ("backward_max_iter", 2.5, TypeError, "DEQ: backward_max_iter must be an int, got float"),
+        ("backward_options", "m=5", TypeError, "DEQ: backward_options must be a dict"),
+        ("record", "yes", TypeError, "DEQ: record must be True or False"),
+    ],
+)
+def test_deq_refuses_bad_backward_settings_at_construction(option, value, error, match):
+    """Issue 16: DEQ(backward_tol=-1) / backward_max_iter=0 were refused naming `tol` / `max_iter`, not the option."""
+    with pytest.raises(error, match=match):
+        DEQ(MLPCell(4), **{option: value})
+
+
+def _returns_a_tensor(f, z0, *, max_iter, tol, stop_mode, record):
+    return f(z0)
+
+
+def _returns_a_dict(f, z0, *, max_iter, tol, stop_mode, record):
+    return f(z0), {"steps": 1}
+
+
+@pytest.mark.parametrize("solver, got", [(_returns_a_tensor, "got Tensor"), (_returns_a_dict, r"got \(Tensor, dict\)")])
+def test_custom_solver_with_the_wrong_return_names_the_contract(solver, got):
+    """Issue 16: a custom solver returning the wrong thing was "too many values to unpack"."""
+    contract = (
+        r"must return \(z, info\) with z a tensor of the state's shape \(3, 4\) and info a deqlib.solvers.SolverInfo"
+    )
+    with pytest.raises(TypeError, match=rf"DEQ: the solver '{solver.__name__}' {contract}.*; {got}"):
+        DEQ(MLPCell(4), solver=solver)(torch.randn(3, 4))
+    backward = DEQ(MLPCell(4), backward_solver=solver)
+    with pytest.raises(TypeError, match=rf"DEQ \(IFT backward\): the backward_solver '{solver.__name__}' {contract}"):
+        backward(torch.randn(3, 4, requires_grad=True)).sum().backward()
+
+
+def test_custom_solver_without_the_solver_keywords_is_refused_at_construction():
+    with pytest.raises(TypeError, match=r"DEQ: solver '<lambda>' lacks the keyword arguments \['max_iter', 'tol'"):
+        DEQ(MLPCell(4), solver=lambda f, z0: (z0, None))
+    with pytest.raises(
+        TypeError, match=r"DEQ: solver must be a registered solver name \(anderson, broyden, fixed_point"
+    ):
+        DEQ(MLPCell(4), solver=5)
+
+
+@pytest.mark.parametrize("n_samples", [0, -2])
+def test_jacobian_frobenius_refuses_no_probes(n_samples):
+    """Issue 16: n_samples=0 returned NaN and negative counts -0."""
+    from deqlib.diagnostics import jacobian_frobenius
+
+    z = torch.randn(2, 3, requires_grad=True)
+    with pytest.raises(ValueError, match=rf"jacobian_frobenius: n_samples must be an int >= 1, got {n_samples}"):
+        jacobian_frobenius(torch.tanh(z), z, n_samples=n_samples)
+    with pytest.raises(ValueError, match="jacobian_frobenius: f_out was not computed from z_in"):
+        jacobian_frobenius(torch.randn(2, 3, requires_grad=True) * 2, z)

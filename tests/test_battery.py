@@ -181,3 +181,54 @@ def test_battery_validates(model, batch):
         strongest_attack(lambda t: t, x, y, [0.1])
     with pytest.raises(ValueError, match="^strongest_attack: y must have shape"):
         strongest_attack(model, x, y[:3], [0.1])
+
+
+# ---------------------------------------------------------------------------------------------------- issue 16: bad input
+class _Linear(nn.Module):
+    """10 classes of 8x8 images; ``shape`` breaks its logits as a wrong model would."""
+
+    def __init__(self, shape: str = "ok"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.shape = nn.Linear(64, 10), shape
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return {"ok": out, "flat": out.flatten(), "3d": out[:, :, None], "batch": out[:1]}[self.shape]
+
+
+_X, _Y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+_TINY = {"apgd_steps": 1, "fab_steps": 1, "square_queries": 2, "pgd_steps": 1, "n_target_classes": 1}
+
+
+@pytest.mark.parametrize(
+    "labels, error, match",
+    [
+        (torch.tensor([0, 1, 2, 10]), ValueError, r"y must be class indices in \[0, 10\) \(num_classes = 10\)"),
+        (torch.tensor([0, -100, 2, 3]), ValueError, r"-100, torch's ignore index, is not supported"),
+        (torch.tensor([0.0, 1.5, 2.0, 3.0]), TypeError, r"y must be integer class labels \(int64\)"),
+    ],
+    ids=["label 10 of 10 classes", "label -100", "float labels"],
+)
+def test_battery_checks_the_labels(labels, error, match):
+    """Before issue 16 all three ran the battery and reported a number (label 10 counted as misclassified)."""
+    with pytest.raises(error, match="^strongest_attack: .*" + match):
+        strongest_attack(_Linear(), _X, labels, [0.1], budgets=_TINY)
+
+
+@pytest.mark.parametrize("shape, got", [("flat", r"\(40,\)"), ("3d", r"\(4, 10, 1\)"), ("batch", r"\(1, 10\)")])
+def test_battery_checks_the_logits(shape, got):
+    """Before issue 16: IndexError (flat), a shape error inside torchattacks (3-D), or a silent report (one row of
+    logits broadcast against every label)."""
+    pattern = rf"^strongest_attack: the model must return logits of shape \(N, num_classes\) = \(4, C\) .* got {got}"
+    with pytest.raises(ValueError, match=pattern):
+        strongest_attack(_Linear(shape), _X, _Y, [0.1], budgets=_TINY)
+
+
+def test_battery_eps_list_and_state_indices_are_checked():
+    with pytest.raises(TypeError, match=r"^strongest_attack: eps_list must be a sequence of radii .* got str '0.1'"):
+        strongest_attack(_Linear(), _X, _Y, "0.1")
+    with pytest.raises(
+        TypeError, match="^strongest_attack: state_indices must be None or a sequence of ints, got int 3"
+    ):
+        strongest_attack(_Linear(), _X, _Y, [0.1], budgets={"state_indices": 3})

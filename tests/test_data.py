@@ -235,6 +235,59 @@ def test_image_dataset_validates_inputs() -> None:
         data.ImageDataset(torch.zeros(3, 3, 2, 2), torch.tensor([0, 1, 1]), **kw)
 
 
+def _tiny(images=None, labels=None, **over):
+    kw = dict(name="x", split="train", num_classes=2, mean=(0.5,), std=(0.5,), classes=["a", "b"])
+    kw.update(over)
+    images = torch.rand(3, 1, 2, 2) if images is None else images
+    return data.ImageDataset(images, torch.tensor([0, 1, 1]) if labels is None else labels, **kw)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], [0, 1, 19], [0, -1, 1], [-100, 1, 1]])
+def test_image_dataset_refuses_labels_outside_the_classes(labels) -> None:
+    """Issue 16: labels >= num_classes and negative labels (-100, torch's ignore index, too) were accepted."""
+    with pytest.raises(ValueError, match=r"ImageDataset: labels must be class indices in \[0, 2\)"):
+        _tiny(labels=torch.tensor(labels))
+    assert _tiny(labels=torch.tensor([0, 1, 1])).num_classes == 2
+
+
+def test_image_dataset_refuses_float_images_on_0_255() -> None:
+    """Issue 16: float images on 0..255 were accepted although pixels are in [0, 1] everywhere else."""
+    with pytest.raises(
+        ValueError, match=r"float32 images must have pixels in \[0, 1\], got \[.*\] \(0..255 values\? divide by 255"
+    ):
+        _tiny(torch.rand(3, 1, 2, 2) * 255)
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\], got \[-0.5"):
+        _tiny(torch.full((3, 1, 2, 2), -0.5))
+    with pytest.raises(ValueError, match="images contains NaN or Inf"):
+        _tiny(torch.full((3, 1, 2, 2), float("nan")))
+    uint8 = _tiny((torch.rand(3, 1, 2, 2) * 255).to(torch.uint8))  # 0..255 as uint8 is the stored form
+    assert uint8.tensors()[0].max() <= 1.0
+
+
+def test_image_dataset_refuses_other_bad_fields() -> None:
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2, got 0"):
+        _tiny(num_classes=0, classes=[])
+    with pytest.raises(TypeError, match="num_classes must be an int, got str"):
+        _tiny(num_classes="2")
+    with pytest.raises(ValueError, match=r"std must be > 0 in every channel, got \(0.0,\)"):
+        _tiny(std=(0.0,))
+    with pytest.raises(TypeError, match="mean must be a sequence of numbers"):
+        _tiny(mean="0.5")
+    with pytest.raises(TypeError, match="labels must be integer class indices"):
+        _tiny(labels=["a", "b", "b"])
+    with pytest.raises(TypeError, match="name must be a str, got int 5"):
+        _tiny(name=5)
+    with pytest.raises(ValueError, match="ImageDataset.tensors: device 'gpu0' is not a device name"):
+        _tiny().tensors(device="gpu0")
+
+
+def test_load_checks_root_and_download() -> None:
+    with pytest.raises(TypeError, match=r"data.load: root must be a path \(a str or an os.PathLike\), got int 5"):
+        data.load("mnist", root=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="data.load: download must be True or False, got str 'no'"):
+        data.load("digits", download="no")  # type: ignore[arg-type]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Names, splits, root
 # ----------------------------------------------------------------------------------------------------

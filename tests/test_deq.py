@@ -191,3 +191,20 @@ def test_jacobian_frobenius_matches_exact_and_regularises():
     deq = DEQ(tanh_cell(), grad="ift", jac_reg_samples=2, tol=1e-6)
     deq(torch.randn(2, 6, dtype=torch.float64))
     assert deq.last_jacobian_loss is not None and deq.last_jacobian_loss.requires_grad
+
+
+def test_custom_backward_solver_gets_every_solver_keyword():
+    """A custom solver has the signature solver(f, z0, *, max_iter, tol, stop_mode, record): the IFT backward used not to
+    pass ``record``, so a custom backward solver without a default for it failed with a missing-argument TypeError."""
+    from deqlib.solvers import fixed_point
+
+    calls = []
+
+    def my_solver(f, z0, *, max_iter, tol, stop_mode, record):
+        calls.append(record)
+        return fixed_point(f, z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode, record=record)
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, requires_grad=True)
+    DEQ(MLPCell(4), solver=my_solver, tol=1e-6)(x).sum().backward()
+    assert calls == [False, False] and torch.isfinite(x.grad).all()

@@ -336,3 +336,93 @@ def test_gradient_probe_fails_a_tiny_nonzero_gradient(model, batch):
     assert g["uphill_fraction"] < 0.5 and res["passed"] is False
     healthy = check_determinism_gradients(model, x, y)
     assert healthy["passed"] and all(v["uphill_fraction"] == 1.0 for v in healthy["gradients"].values())
+
+
+# ---------------------------------------------------------------------------------------------------- issue 16: bad input
+class _Linear(nn.Module):
+    """10 classes of 8x8 images; ``shape`` breaks its logits as a wrong model would."""
+
+    def __init__(self, shape: str = "ok"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.shape = nn.Linear(64, 10), shape
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return {"ok": out, "flat": out.flatten(), "3d": out[:, :, None], "batch": out[:1]}[self.shape]
+
+
+_X, _Y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+_PGD1 = [("pgd", {"steps": 1})]
+_BAD_LABELS = [
+    (torch.tensor([0, 1, 2, 10]), ValueError, r"y must be class indices in \[0, 10\) \(num_classes = 10\)"),
+    (torch.tensor([0, -100, 2, 3]), ValueError, r"-100, torch's ignore index, is not supported"),
+    (torch.tensor([0.0, 1.5, 2.0, 3.0]), TypeError, r"y must be integer class labels \(int64\), got torch.float32"),
+]
+_LABEL_IDS = ["label 10 of 10 classes", "label -100", "float labels"]
+
+
+def test_evaluate_robustness_eps_list_must_be_a_sequence():
+    """Before issue 16 the string "0.1" was iterated: "eps must be a real number, got str '0'"."""
+    with pytest.raises(TypeError, match=r"^evaluate_robustness: eps_list must be a sequence of radii .* got str '0.1'"):
+        evaluate_robustness(_Linear(), _X, _Y, _PGD1, "0.1")
+    with pytest.raises(TypeError, match="^check_monotone_eps: eps_list must be a sequence of radii"):
+        check_monotone_eps(_Linear(), _X, _Y, "0.1")
+    with pytest.raises(TypeError, match="^evaluate_robustness: attacks must be a name, a .name, params. pair"):
+        evaluate_robustness(_Linear(), _X, _Y, 5, [0.1])
+    with pytest.raises(TypeError, match="^evaluate_robustness: attack spec .* the parameters must be a dict"):
+        evaluate_robustness(_Linear(), _X, _Y, [("pgd", "steps=1")], [0.1])
+
+
+@pytest.mark.parametrize("labels, error, match", _BAD_LABELS, ids=_LABEL_IDS)
+def test_evaluations_check_the_labels(labels, error, match):
+    """Before issue 16: a raw IndexError, or (-100; floats truncated by .long()) a silent number."""
+    model = _Linear()
+    with pytest.raises(error, match="^evaluate_robustness: .*" + match):
+        evaluate_robustness(model, _X, labels, _PGD1, [0.1])
+    with pytest.raises(error, match=match):
+        masking_checks(model, _X, labels, 0.1, budget=0.01)
+    with pytest.raises(error, match="^check_determinism_gradients: .*" + match):
+        check_determinism_gradients(model, _X, labels)
+
+
+@pytest.mark.parametrize("shape, got", [("flat", r"\(40,\)"), ("3d", r"\(4, 10, 1\)"), ("batch", r"\(1, 10\)")])
+def test_evaluations_check_the_logits(shape, got):
+    pattern = rf"the model must return logits of shape \(N, num_classes\) = \(4, C\) with C >= 2, got {got}"
+    with pytest.raises(ValueError, match="^evaluate_robustness: " + pattern):
+        evaluate_robustness(_Linear(shape), _X, _Y, _PGD1, [0.1])
+    with pytest.raises(ValueError, match=pattern):
+        masking_checks(_Linear(shape), _X, _Y, 0.1, budget=0.01)
+
+
+def test_masking_checks_refuse_what_evaluate_robustness_refuses():
+    """Negative tol_samples / max_gap / seed: refused, as evaluate_robustness refuses a negative seed."""
+    model = _Linear()
+    with pytest.raises(ValueError, match="^masking_checks: tol_samples must be an int >= 0, got -1"):
+        masking_checks(model, _X, _Y, 0.1, tol_samples=-1)
+    with pytest.raises(ValueError, match="^masking_checks: max_gap must be a finite number >= 0"):
+        masking_checks(model, _X, _Y, 0.1, max_gap=-0.1)
+    for fn in (masking_checks, evaluate_robustness):
+        args = (0.1,) if fn is masking_checks else (_PGD1, [0.1])
+        with pytest.raises(ValueError, match=f"^{fn.__name__}: seed must be an int >= 0"):
+            fn(model, _X, _Y, *args, seed=-1)
+    with pytest.raises(
+        TypeError, match=r"^masking_checks: checks must be a sequence of check names such as \['large_eps'\]"
+    ):
+        masking_checks(model, _X, _Y, 0.1, checks="large_eps")  # was: "unknown check(s) ['_', 'a', 'e', ...]"
+    with pytest.raises(TypeError, match=r"^check_steps_restarts: steps must be a pair \(fewer, more\)"):
+        check_steps_restarts(model, _X, _Y, 0.1, steps=10)
+    with pytest.raises(ValueError, match="^check_steps_restarts: steps must be .fewer, more. with fewer < more"):
+        check_steps_restarts(model, _X, _Y, 0.1, steps=(50, 10))
+    with pytest.raises(ValueError, match=r"^check_large_eps: pixels must be in \[0, 1\]"):
+        check_large_eps(model, _X * 255, _Y)
+    with pytest.raises(TypeError, match="^masking_checks: model must be a torch.nn.Module"):
+        masking_checks(object(), _X, _Y, 0.1)
+
+
+def test_gradient_choices_state_indices_must_be_a_sequence(model, batch):
+    x, y = batch
+    with pytest.raises(TypeError, match="^check_gradient_choices: state_indices must be None or a sequence of ints"):
+        check_gradient_choices(model, x, y, 0.1, state_indices=3)
+    with pytest.raises(ValueError, match="^check_gradient_choices: state_indices must list at least one"):
+        check_gradient_choices(model, x, y, 0.1, state_indices=[])

@@ -241,9 +241,85 @@ def test_bad_batches_are_rejected():
         at.perturb(model, torch.rand(2, 1, 2, 2), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="y must"):
         at.perturb(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1, 1]))
-    with pytest.raises(TypeError, match="logits"):
-        at.perturb(nn.Identity(), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"PGDAT: the model must return logits of shape \(N, num_classes\)"):
+        at.perturb(nn.Identity(), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]))  # a shape is a value
     PGDAT(0.0, 1.0, 1)  # eps = 0, alpha = 1, one step: the smallest valid settings
+
+
+# ---------------------------------------------------------------------------------------------- issue 16: bad input
+
+_LINEAR = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # 10 classes of 8x8 images
+_X = torch.rand(4, 1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [cross_entropy, PGDAT(0.1, 0.05, 1), TRADES(0.1, 0.05, 1), PGDAT(0.0, 0.05, 1)],
+    ids=["cross_entropy", "PGDAT", "TRADES", "PGDAT eps 0"],
+)
+@pytest.mark.parametrize(
+    "y, match",
+    [
+        (
+            torch.tensor([0, 1, 2, 10]),
+            r"y must be class indices in \[0, 10\) \(num_classes = 10\), got values in \[0, 10\]",
+        ),
+        (torch.tensor([0, -1, 2, 3]), r"class indices in \[0, 10\).*\[-1, 3\]"),
+        (torch.tensor([0, -100, 2, 3]), r"-100, torch's ignore index, is not supported"),
+    ],
+    ids=["label 10 of 10 classes", "label -1", "label -100 (ignore index)"],
+)
+def test_losses_refuse_labels_outside_the_classes(loss_fn, y, match):
+    """Before issue 16: a raw IndexError (Target 10 is out of bounds) or, for -100, a loss that silently dropped the
+    samples (which every accuracy then counted wrong)."""
+    with pytest.raises(ValueError, match=match):
+        loss_fn(_LINEAR, _X, y)
+
+
+def test_losses_refuse_float_labels_and_a_wrong_count():
+    for loss_fn in (cross_entropy, PGDAT(0.1, 0.05, 1), TRADES(0.1, 0.05, 1)):
+        with pytest.raises(TypeError, match="y must be int64 class labels, got torch.float32"):
+            loss_fn(_LINEAR, _X, torch.tensor([0.0, 1.5, 2.0, 3.0]))
+        with pytest.raises(ValueError, match=r"y must have shape \(4,\), got \(3,\)"):
+            loss_fn(_LINEAR, _X, torch.tensor([0, 1, 2]))
+
+
+def test_l2_radius_beyond_the_image_cube_is_refused_when_the_images_are_known():
+    """sqrt(64) = 8 is the largest L2 distance between two 8x8 images in [0, 1]: eps 100 is on the wrong scale, as
+    the attacks already said; the losses accepted it silently before issue 16."""
+    y = torch.tensor([0, 1, 2, 3])
+    for loss_fn in (PGDAT(100.0, 1.0, 1, norm="L2"), TRADES(100.0, 1.0, 1, norm="L2")):
+        with pytest.raises(ValueError, match=r"L2 eps = 100 exceeds sqrt\(d\) = 8"):
+            loss_fn(_LINEAR, _X, y)
+    loss, _ = PGDAT(8.0, 1.0, 1, norm="L2")(_LINEAR, _X, y)  # the diameter itself is allowed
+    assert torch.isfinite(loss)
+
+
+class _Logits(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.fc, self.shape = nn.Linear(64, 10), shape
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return {"flat": out.flatten(), "3d": out[:, :, None], "batch": out[:1], "one": out[:, :1]}[self.shape]
+
+
+@pytest.mark.parametrize(
+    "shape, got", [("flat", r"\(40,\)"), ("3d", r"\(4, 10, 1\)"), ("batch", r"\(1, 10\)"), ("one", r"\(4, 1\)")]
+)
+def test_losses_refuse_malformed_logits(shape, got):
+    y = torch.tensor([0, 1, 2, 3])
+    for loss_fn in (cross_entropy, PGDAT(0.1, 0.05, 1), TRADES(0.1, 0.05, 1)):
+        with pytest.raises(
+            ValueError, match=r"must return logits of shape \(N, num_classes\) = \(4, C\) with C >= 2, got " + got
+        ):
+            loss_fn(_Logits(shape), _X, y)
+
+
+def test_random_start_must_be_a_bool():
+    with pytest.raises(TypeError, match="PGDAT: random_start must be True or False, got str 'no'"):
+        PGDAT(0.1, 0.05, 1, random_start="no")  # bool("no") is True: it used to mean a random start
 
 
 def test_project_l2_and_linf():

@@ -24,6 +24,25 @@ def test_recipe_contents_and_bad_names():
         recipe(5, mode="fast")
 
 
+def test_train_classifier_checks_its_arguments_before_loading_data(monkeypatch):
+    from deqlib import recipes
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data were loaded before the arguments were checked")
+
+    monkeypatch.setattr(recipes.data, "load", no_data)
+    for kwargs, exc, match in [
+        ({"checkpoint": 5}, TypeError, "train_classifier: checkpoint must be a file path"),
+        ({"checkpoint": ""}, ValueError, "train_classifier: checkpoint must be a file path, got an empty string"),
+        ({"progress": "no"}, TypeError, "train_classifier: progress must be True or False"),
+        ({"log": 3}, TypeError, "train_classifier: log must be callable"),
+        ({"device": "tpu0"}, ValueError, "train_classifier: device 'tpu0' is not a device name"),
+        ({"seed": -1}, ValueError, "train_classifier: seed"),
+    ]:
+        with pytest.raises(exc, match=match):
+            train_classifier("digits", mode="fast", **kwargs)
+
+
 def test_command_line_help_runs_as_a_module():
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     out = subprocess.run(

@@ -217,28 +217,25 @@ def _fit_run(train, test, path, **kw):
 
 def test_resume_after_interrupt_gives_identical_weights(tmp_path, digits):
     train, test = digits
-    ref_model, ref_h = _fit_run(
-        train, test, tmp_path / "ref.pt", optimizer="adamw", scheduler="onecycle", weight_decay=1e-2
-    )
-
     n_batches = math.ceil(len(train) / SMALL["batch_size"])
-    counter = {"n": 0}
+    counter = {"n": 0, "armed": True}
 
-    def interrupting_loss(model, x, y):
+    def interrupting_loss(model, x, y):  # the same loss in both runs (a resume compares the loss); armed once
         counter["n"] += 1
-        if counter["n"] == n_batches + 2:  # the middle of epoch 2
+        if counter["armed"] and counter["n"] == n_batches + 2:  # the middle of epoch 2
             raise KeyboardInterrupt
         logits = model(x)
         return F.cross_entropy(logits, y), logits
 
+    same = dict(optimizer="adamw", scheduler="onecycle", weight_decay=1e-2, loss_fn=interrupting_loss)
+    ref_model, ref_h = _fit_run(train, test, tmp_path / "ref.pt", **{**same, "loss_fn": None})
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        _fit_run(
-            train, test, path, loss_fn=interrupting_loss, optimizer="adamw", scheduler="onecycle", weight_decay=1e-2
-        )
+        _fit_run(train, test, path, **same)
     assert load_checkpoint(path)["epoch"] == 1
     assert leftovers(tmp_path) == []
-    model, h = _fit_run(train, test, path, optimizer="adamw", scheduler="onecycle", weight_decay=1e-2)
+    counter["armed"] = False
+    model, h = _fit_run(train, test, path, **same)
 
     ref_state, state = ref_model.state_dict(), model.state_dict()
     assert ref_state.keys() == state.keys()
@@ -521,3 +518,188 @@ def test_evaluate_accuracy_warns_once_not_per_batch(digits):
         warnings.simplefilter("error")
         with quiet_convergence():
             evaluate_accuracy(model, test, batch_size=64)  # an enclosing quiet block silences it
+
+
+# ---------------------------------------------------------------------------------------------------- issue 16
+
+
+def _xy(ds, fill=None, dtype=None):
+    X, y = ds.tensors()
+    if fill is not None:
+        y[::2] = fill
+    return X, (y.to(dtype) if dtype is not None else y)
+
+
+def _relabelled(ds, label):
+    """An ImageDataset (num_classes = 10) whose labels were changed after it was built."""
+    out = ds.subset(len(ds))
+    out.labels[::2] = label
+    return out
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda ds: _xy(ds, dtype=torch.float32), TypeError, r"labels of train_data must be integer .*float32"),
+        (lambda ds: _xy(ds, dtype=torch.bool), TypeError, "labels of train_data must be integer"),
+        (lambda ds: _xy(ds, -100), ValueError, r">= 0, got values down to -100 \(-100 is torch's ignore index"),
+        (lambda ds: _xy(ds, -3), ValueError, "down to -3"),
+        (lambda ds: _xy(ds, 19), ValueError, r"loss failed on the labels of batch 1 \(values in \[0, 19\]\)"),
+        (lambda ds: _relabelled(ds, 19), ValueError, r"labels of train_data must be class indices in \[0, 10\).*19"),
+        (lambda ds: (ds.tensors()[0][:8], ds.tensors()[1][:5]), ValueError, "has 8 images but 5 labels"),
+        (lambda ds: (ds.tensors()[0], ds.tensors()[1][:, None]), ValueError, r"must have shape \(512,\)"),
+    ],
+)
+def test_fit_refuses_bad_labels_before_training(digits, make, exc, match):
+    train, _ = digits
+    calls = []
+
+    def loss(model, x, y):
+        calls.append(1)
+        return F.cross_entropy(model(x), y)
+
+    with pytest.raises(exc, match=match):
+        fit(small_model(train), make(train), loss_fn=loss, **{**SMALL, "epochs": 1})
+    if "loss failed" not in match:
+        assert calls == []  # found in the data set, before the first batch
+
+
+def test_fit_checks_labels_per_batch_and_against_the_logits(digits):
+    train, test = digits
+    X, y = _xy(train, 12)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=64)
+    with pytest.raises(ValueError, match=r"\[0, 10\).*12"):
+        fit(small_model(train), loader, **{**SMALL, "epochs": 1})
+
+    def raw_loss(model, x, y):  # torch's own cross-entropy: an IndexError for a label beyond the logits
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    with pytest.raises(ValueError, match=r"fit: the loss failed on the labels of batch 1 \(values in \[0, 12\]\)"):
+        fit(small_model(train), (X, y), loss_fn=raw_loss, **{**SMALL, "epochs": 1})
+    with pytest.raises(ValueError, match=r"labels of val_data must be class indices in \[0, 10\)"):
+        fit(small_model(train), train, val_data=_xy(test, 10), **{**SMALL, "epochs": 1})
+    with pytest.raises(ValueError, match="val_data = \\(X, y\\) has 8 images but 5 labels"):
+        fit(small_model(train), train, val_data=(X[:8], y[:5]), **{**SMALL, "epochs": 1})
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [(lambda z: z[:, 0], r"got \(128,\)"), (lambda z: z[:3], r"got \(3, 10\)"), (lambda z: "x", "got str")],
+)
+def test_fit_refuses_logits_of_the_wrong_shape(digits, shape, match):
+    train, _ = digits
+
+    def loss(model, x, y):
+        logits = model(x)
+        return F.cross_entropy(logits, y), shape(logits)
+
+    with pytest.raises((TypeError, ValueError), match=r"fit: loss_fn .*logits of shape \(N, num_classes\).*" + match):
+        fit(small_model(train), train, loss_fn=loss, **{**SMALL, "epochs": 1})
+
+
+def test_fit_refuses_a_model_without_parameters_and_unknown_devices(digits):
+    train, _ = digits
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        fit(torch.nn.Flatten(), train, **{**SMALL, "epochs": 1})
+    with pytest.raises(ValueError, match="fit: device 'tpu0' is not a device name"):
+        fit(small_model(train), train, **{**SMALL, "epochs": 1, "device": "tpu0"})
+
+
+def test_resume_refuses_a_checkpoint_with_more_epochs(tmp_path, digits):
+    """Issue 16: fit(epochs=1) on a 3-epoch checkpoint used to return the 3-epoch weights without a word."""
+    train, _ = digits
+    path = tmp_path / "run.pt"
+    fit(small_model(train), train, checkpoint=path, **{**SMALL, "scheduler": None})
+    with pytest.raises(ValueError, match=r"holds 3 epochs, more than epochs=1.*pass epochs=3"):
+        fit(small_model(train), train, checkpoint=path, **{**SMALL, "scheduler": None, "epochs": 1})
+    h = fit(small_model(train), train, checkpoint=path, **{**SMALL, "scheduler": None, "epochs": 4})
+    assert h["epoch"] == [1, 2, 3, 4]  # more epochs: continued (no schedule depends on them)
+
+
+def test_resume_refuses_another_loss(tmp_path, digits):
+    """Issue 16: the loss was stored but not compared. It is compared by name and parameters."""
+    from deqlib.losses import PGDAT
+
+    train, _ = digits
+    at = dict(alpha=0.05, steps=1)
+    path = tmp_path / "run.pt"
+    fit(small_model(train), train, checkpoint=path, **{**SMALL, "epochs": 1})
+    with pytest.raises(ValueError, match=r"loss_fn: checkpoint 'cross_entropy', now \"PGDAT\(eps=0.1"):
+        fit(small_model(train), train, checkpoint=path, loss_fn=PGDAT(eps=0.1, **at), **{**SMALL, "epochs": 1})
+    path2 = tmp_path / "at.pt"
+    fit(small_model(train), train, checkpoint=path2, loss_fn=PGDAT(eps=0.1, **at), **{**SMALL, "epochs": 1})
+    with pytest.raises(ValueError, match=r"loss_fn: checkpoint \"PGDAT\(eps=0.1.*now \"PGDAT\(eps=0.2"):
+        fit(small_model(train), train, checkpoint=path2, loss_fn=PGDAT(eps=0.2, **at), **{**SMALL, "epochs": 1})
+    h = fit(small_model(train), train, checkpoint=path2, loss_fn=PGDAT(eps=0.1, **at), **{**SMALL, "epochs": 1})
+    assert h["epoch"] == [1]  # an equal loss (another instance) resumes
+
+
+def test_resume_of_a_checkpoint_written_before_the_loss_description(tmp_path, digits):
+    """Checkpoints of earlier versions store the loss's name only ("loss_fn"): compared by name."""
+    train, _ = digits
+    path = tmp_path / "old.pt"
+    fit(small_model(train), train, checkpoint=path, **{**SMALL, "epochs": 1})
+    state = load_checkpoint(path)
+    del state["settings"]["loss"]
+    save_checkpoint(path, state)
+    assert fit(small_model(train), train, checkpoint=path, **{**SMALL, "epochs": 1})["epoch"] == [1]
+    with pytest.raises(ValueError, match="loss_fn: checkpoint 'cross_entropy', now '.*<locals>.other'"):
+
+        def other(model, x, y):
+            return F.cross_entropy(model(x), y)
+
+        fit(small_model(train), train, checkpoint=path, loss_fn=other, **{**SMALL, "epochs": 1})
+
+
+def test_describe_loss_is_stable_and_names_parameters():
+    import functools
+
+    from deqlib.losses import PGDAT, cross_entropy
+    from deqlib.train.settings import describe_loss
+
+    class Plain:
+        def __init__(self, beta):
+            self.beta, self.cache = beta, [1, 2]
+
+        def __call__(self, model, x, y):
+            return cross_entropy(model, x, y)
+
+    assert describe_loss(cross_entropy) == "cross_entropy"
+    assert describe_loss(PGDAT(eps=0.1, alpha=0.05, steps=2)) == describe_loss(PGDAT(eps=0.1, alpha=0.05, steps=2))
+    assert describe_loss(Plain(2.0)).endswith("Plain(beta=2.0)") and "0x" not in describe_loss(Plain(2.0))
+    assert describe_loss(functools.partial(cross_entropy)) == "functools.partial(cross_entropy, )"
+    assert "beta=6.0" in describe_loss(functools.partial(PGDAT(eps=0.1, alpha=0.05, steps=2), beta=6.0))
+
+
+def test_evaluate_accuracy_refuses_bad_labels_models_and_outputs(digits):
+    _, test = digits
+    model = small_model(test)
+    X, y = test.tensors()
+    for data_, exc, match in [
+        (_xy(test, dtype=torch.float32), TypeError, "labels of data must be integer"),
+        (_xy(test, 10), ValueError, r"class indices in \[0, 10\).*\[0, 10\]"),
+        (_xy(test, -100), ValueError, "-100 is torch's ignore index"),
+        ((X[:8], y[:5]), ValueError, "has 8 images but 5 labels"),
+    ]:
+        with pytest.raises(exc, match=match):
+            evaluate_accuracy(model, data_)
+    with pytest.raises(TypeError, match="evaluate_accuracy: model must be a torch.nn.Module"):
+        evaluate_accuracy(object(), test)
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1), torch.nn.Flatten(0))
+    with pytest.raises(ValueError, match=r"evaluate_accuracy: the model must return logits .*got \(256,\)"):
+        evaluate_accuracy(flat, test)
+    with pytest.raises(ValueError, match="evaluate_accuracy: device 'tpu0'"):
+        evaluate_accuracy(model, test, device="tpu0")
+
+
+def test_history_refuses_what_is_not_a_history():
+    with pytest.raises(TypeError, match="History.from_dict: data must be a dict"):
+        History.from_dict(5)
+    with pytest.raises(TypeError, match="metric 'epoch' must be a list"):
+        History.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match=r"one entry per epoch, got lengths \{'epoch': 2, 'lr': 1\}"):
+        History.from_dict({"epoch": [1, 2], "lr": [1.0]})
+    with pytest.raises(TypeError, match="History.append: record must be a dict"):
+        History().append(5)
+    assert History.from_dict({"epoch": (1, 2), "lr": [0.1, 0.2]}).lr == [0.1, 0.2]

@@ -40,11 +40,12 @@ from torch import Tensor, nn
 from torchattacks import APGD
 from torchattacks.attack import Attack
 
-from .._validate import check_choice, check_int, check_number, check_seed
+from .._validate import check_bool, check_choice, check_int, check_number, check_seed
 from ..defenses.entropy_gradients import CALL_GRADIENTS
 from ..defenses.entropy_reduction import EntropyReductionDefense
 from ..losses import entropy
 from ..threat import check_eps, check_norm, check_step, project, random_start
+from .guarded import CallChecks
 
 __all__ = [
     "ADAPTIVE_PRESETS",
@@ -207,7 +208,7 @@ def entropy_adaptive_attacks(
     return attacks
 
 
-class AdaptiveEntropyAttack(Attack):
+class AdaptiveEntropyAttack(CallChecks, Attack):
     """L∞ PGD through :class:`~deqlib.defenses.EntropyReductionDefense`, optionally averaged over EOT samples.
 
     Each step differentiates the cross-entropy of ``defense.forward_with(x, gradient)`` (BPDA by default; any of
@@ -249,12 +250,17 @@ class AdaptiveEntropyAttack(Attack):
         gradient = check_choice(gradient, "gradient", where, tuple(g for g in CALL_GRADIENTS if g != "none"))
         super().__init__(where, defense)
         self.eps, self.alpha, self.steps, self.eot, self.gradient = eps, alpha, steps, eot, gradient
-        self.random_start = bool(random_start)
+        self.random_start = check_bool(random_start, "random_start", where)
         self.supported_mode = ["default", "targeted"]
 
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = self.start_call(images, labels)
+        try:
+            return self._pgd(images.clone().detach().to(self.device), labels.clone().detach().to(self.device))
+        finally:
+            self.end_call()
+
+    def _pgd(self, images: Tensor, labels: Tensor) -> Tensor:
         target = self.get_target_label(images, labels) if self.targeted else labels
         sign = -1.0 if self.targeted else 1.0
         adv = random_start(images, self.eps, "Linf") if self.random_start else images.clone()
@@ -262,7 +268,8 @@ class AdaptiveEntropyAttack(Attack):
             grad = torch.zeros_like(adv)
             for _ in range(self.eot):
                 adv.requires_grad_(True)
-                cost = sign * F.cross_entropy(self.model.forward_with(adv, self.gradient), target)
+                logits = self.check_logits_once(self.model.forward_with(adv, self.gradient), adv.shape[0])
+                cost = sign * F.cross_entropy(logits, target)
                 grad = grad + torch.autograd.grad(cost, adv)[0]
                 adv = adv.detach()
             adv = project(adv + self.alpha * grad.sign(), images, self.eps, "Linf")

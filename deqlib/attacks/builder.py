@@ -9,10 +9,9 @@ API map:
   the attack, applies the post-construction patches of torchattacks (all in :func:`_patch`, documented there) and
   records ``_deqlib_name`` / ``_deqlib_params``;
 * :data:`AUTOATTACK_STANDARD`: the official parameters of the AutoAttack "standard" set;
-* the guarded torchattacks subclasses (:class:`FGSMAttack`, :class:`PGDAttack`, ...), whose ``forward`` returns the
-  clean images when eps = 0, runs under :func:`~deqlib.attacks.attack_gradient` when a ``gradient=`` was asked for,
-  and projects the result onto the eps-ball ∩ [0, 1] (for the projected-gradient attacks this only removes
-  floating-point drift; for CW, a minimum-norm attack, it makes the attack respect the threat model).
+* the guarded torchattacks subclasses it builds (:class:`FGSMAttack`, :class:`PGDAttack`, ...) live in
+  :mod:`deqlib.attacks.guarded` (re-exported here): the checks of every call (images, labels, the model's logits,
+  ``n_classes``), eps = 0, the gradient switch and the final projection.
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from torch import Tensor, nn
+from torch import nn
 
 try:
-    import torchattacks
     from torchattacks.attack import Attack
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -41,8 +39,19 @@ from .._validate import (
     check_positive,
     check_seed,
 )
-from ..threat import check_eps, check_l2_scale, check_norm, check_step, project
-from .gradient import attack_gradient, check_gradient
+from ..threat import check_eps, check_norm, check_step
+from .gradient import check_gradient
+from .guarded import (
+    APGDAttack,
+    APGDTAttack,
+    AutoAttackComposite,
+    CWAttack,
+    FABAttack,
+    FGSMAttack,
+    PGDAttack,
+    PGDL2Attack,
+    SquareAttack,
+)
 from .registry import attack_name, attack_params
 
 __all__ = [
@@ -81,57 +90,6 @@ AUTOATTACK_STANDARD: Dict[str, Dict[str, Any]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------- the guard
-class _Guarded:
-    """Mixin for deqlib's torchattacks subclasses: eps = 0 short cut, gradient switch, final projection.
-
-    It reads ``eps``, ``norm`` and ``gradient``, which :func:`_patch` sets on every attack the builder makes.
-    """
-
-    def forward(self, images: Tensor, labels: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
-        if self.norm == "L2":
-            check_l2_scale(self.eps, images, self._deqlib_name)
-        if self.eps == 0:
-            return images
-        with attack_gradient(self.model, self.gradient):
-            adv = super().forward(images, labels, *args, **kwargs)  # type: ignore[misc]
-        return project(adv.detach(), images, self.eps, self.norm)
-
-
-class FGSMAttack(_Guarded, torchattacks.FGSM):
-    """torchattacks.FGSM with deqlib's guards (see the module docstring)."""
-
-
-class PGDAttack(_Guarded, torchattacks.PGD):
-    """torchattacks.PGD (L-infinity) with deqlib's guards."""
-
-
-class PGDL2Attack(_Guarded, torchattacks.PGDL2):
-    """torchattacks.PGDL2 with deqlib's guards."""
-
-
-class CWAttack(_Guarded, torchattacks.CW):
-    """torchattacks.CW (L2, minimum norm) whose result is projected onto the L2 eps-ball."""
-
-
-class APGDAttack(_Guarded, torchattacks.APGD):
-    """torchattacks.APGD with deqlib's guards."""
-
-
-class APGDTAttack(_Guarded, torchattacks.APGDT):
-    """torchattacks.APGDT (targeted DLR loss over several target classes) with deqlib's guards."""
-
-
-class FABAttack(_Guarded, torchattacks.FAB):
-    """torchattacks.FAB with deqlib's guards."""
-
-
-class SquareAttack(_Guarded, torchattacks.Square):
-    """torchattacks.Square (black-box, score-based) with deqlib's guards."""
-
-
 # ---------------------------------------------------------------------------------------------------- the table
 #: Where a parameter goes: a keyword of torchattacks' constructor, an attribute set after construction (the
 #: constructor does not take it), or nowhere in torchattacks (deqlib's guard or the choice of class uses it).
@@ -157,7 +115,7 @@ class AdapterSpec:
     """One attack of the table.
 
     Attributes:
-        cls: the (guarded) torchattacks class built, or ``torchattacks.MultiAttack`` for a composite.
+        cls: the (guarded) torchattacks class built, or :class:`AutoAttackComposite` (a ``MultiAttack``) for a composite.
         params: the adapter's arguments besides the model, in validation order (a check may read earlier values).
         norm: the attack's fixed norm, for the attacks without a ``norm`` argument.
         init: fixed keywords of torchattacks' constructor (e.g. ``loss="ce"`` for APGD-CE).
@@ -298,7 +256,7 @@ ADAPTERS: Dict[str, AdapterSpec] = {
         record={"gradient": None},  # black-box: no gradient to switch
     ),
     "autoattack": AdapterSpec(
-        torchattacks.MultiAttack,
+        AutoAttackComposite,
         {"norm": _NORM, "eps": _EPS, "n_classes": _CLASSES, "seed": _SEED, "gradient": _GRADIENT},
         record={"version": "standard"},
         members=("apgd_ce", "apgd_t", "fab_t", "square"),

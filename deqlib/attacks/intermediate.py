@@ -29,6 +29,7 @@ from .._validate import check_bool, check_fraction, check_int
 from ..solvers import damped_steps
 from ..threat import ascent_step, check_eps, check_l2_scale, check_norm, check_step, project
 from ..threat import random_start as random_ball_point
+from .guarded import CallChecks
 from .registry import register_attack
 
 __all__ = ["IntermediateStateAttack", "EnsembleIntermediateAttack"]
@@ -50,7 +51,7 @@ def _check_deq_model(model: object, where: str) -> nn.Module:
     return model
 
 
-class _IntermediateBase(Attack):
+class _IntermediateBase(CallChecks, Attack):
     """The validation, the intermediate-state gradient and the PGD loop shared by the two attacks below."""
 
     def __init__(
@@ -117,7 +118,8 @@ class _IntermediateBase(Attack):
         total = x.new_zeros(())
         for z in states:
             z = damped_steps(lambda v: cell(v, u), z, self.phantom_steps, self.phantom_tau)
-            total = total + F.cross_entropy(self.model.logits_from_state(z), y, reduction="sum")
+            logits = self.check_logits_once(self.model.logits_from_state(z), x.shape[0])
+            total = total + F.cross_entropy(logits, y, reduction="sum")
         return total
 
     def input_gradient(self, x: Tensor, y: Tensor) -> Tensor:
@@ -131,8 +133,13 @@ class _IntermediateBase(Attack):
 
     # ------------------------------------------------------------------ PGD around it
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:  # type: ignore[override]
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        images, labels = self.start_call(images, labels)
+        try:
+            return self._pgd(images.clone().detach().to(self.device), labels.clone().detach().to(self.device))
+        finally:
+            self.end_call()
+
+    def _pgd(self, images: Tensor, labels: Tensor) -> Tensor:
         if self.norm == "L2":
             check_l2_scale(self.eps, images, self.attack)
         if self.eps == 0:

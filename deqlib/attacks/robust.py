@@ -1,7 +1,8 @@
 """Robust accuracy of a model under one attack, with the threat model checked on every adversarial batch.
 
 API map: :func:`robust_accuracy` (the report), :func:`predict` (labels in eval mode), and the steps it is made of,
-which :mod:`deqlib.evaluate` reuses: :func:`as_tensors`, :func:`seeded`, :func:`threat_model`, :func:`attack_batches`,
+which :mod:`deqlib.evaluate` reuses: :func:`as_tensors`, :func:`correct` (clean correctness, with the model's logits
+and the labels checked), :func:`seeded`, :func:`threat_model`, :func:`attack_batches`,
 :func:`tracked` (the solver warnings silenced during an attack, the non-convergence counted instead),
 :func:`per_sample_report` (masks, which attack broke each sample, and 95 % intervals).
 """
@@ -19,15 +20,25 @@ from torch import Tensor, nn
 from torchattacks.attack import Attack
 
 from .._modules import model_device
-from .._validate import check_int, check_seed, check_tensor
+from .._validate import (
+    check_class_labels,
+    check_images,
+    check_int,
+    check_labels_in_range,
+    check_logits,
+    check_module,
+    check_seed,
+    check_tensor,
+)
 from ..diagnostics import convergence_report
 from ..solvers import quiet_convergence
-from ..threat import check_norm, perturbation_norm
+from ..threat import check_eps, check_norm, perturbation_norm
 from .registry import attack_name, attack_params
 
 __all__ = [
     "robust_accuracy",
     "predict",
+    "correct",
     "as_tensors",
     "seeded",
     "threat_model",
@@ -46,7 +57,8 @@ def as_tensors(
 ) -> Tuple[Tensor, Tensor]:
     """``(x, y)`` from an :class:`~deqlib.data.ImageDataset` or an ``(x, y)`` pair, optionally ``n`` of them.
 
-    A data set gives its seeded stratified :meth:`subset`; tensors give a seeded random choice (in order).
+    A data set gives its seeded stratified :meth:`subset`; tensors give a seeded random choice (in order). Tensors
+    are checked: [0, 1] images (N, ...), integer labels (N,) (floats are refused, never truncated).
     """
     if n is not None:
         n = check_int(n, "n", where, minimum=1)
@@ -55,10 +67,8 @@ def as_tensors(
             data = data.subset(n, seed)
         x, y = data.tensors()
     elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x = check_tensor(data[0], "x", where, min_dim=1)
-        y = check_tensor(data[1], "y", where, min_dim=1)
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{where}: x has {x.shape[0]} samples and y {y.shape[0]}")
+        x = check_images(data[0], where, "x")
+        y = check_class_labels(data[1], x.shape[0], where, "y")
         if n is not None and n < x.shape[0]:
             g = torch.Generator().manual_seed(seed)
             idx = torch.randperm(x.shape[0], generator=g)[:n].sort().values
@@ -83,20 +93,45 @@ def seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    """The logits of ``model`` in eval mode, batch by batch, on the CPU (its mode is restored)."""
+def _logits(model: nn.Module, x: Tensor, batch_size: int, where: str) -> Tensor:
+    """The logits of ``model`` in eval mode, batch by batch, on the CPU (its mode is restored); each batch's
+    checked to be (batch, num_classes)."""
     was = model.training
     model.eval()
     try:
         dev = model_device(model, _CPU)
-        return torch.cat([model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, x.shape[0], batch_size)])
+        out = []
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(dev)
+            out.append(check_logits(model(xb), xb.shape[0], where).cpu())
+        return torch.cat(out)
     finally:
         model.train(was)
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
-    """Predicted labels of ``model`` in eval mode (its mode is restored)."""
-    return _logits(model, x, batch_size).argmax(1)
+    """Predicted labels of ``model`` in eval mode (its mode is restored).
+
+    Raises:
+        TypeError, ValueError: not a module, ``x`` not a batch (N, ...), or logits not of shape (N, num_classes).
+    """
+    check_module(model, "predict")
+    x = check_tensor(x, "x", "predict", batch=True)
+    return _logits(model, x, check_int(batch_size, "batch_size", "predict", minimum=1), "predict").argmax(1)
+
+
+def correct(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256, where: str = "robust_accuracy"
+) -> Tuple[Tensor, int]:
+    """The per-sample clean correctness (a bool mask on the CPU) and the model's number of classes.
+
+    The logits are checked to be (N, num_classes) and the labels to lie in [0, num_classes) (torch's ignore
+    index -100 included: every sample counts), so that no evaluation counts a sample against a label that does
+    not exist.
+    """
+    logits = _logits(model, x, batch_size, where)
+    check_labels_in_range(y, logits.shape[1], where)
+    return logits.argmax(1) == y.cpu(), int(logits.shape[1])
 
 
 @contextlib.contextmanager
@@ -136,13 +171,23 @@ def threat_model(attack: Attack, eps: Optional[float] = None, norm: Optional[str
         eps = getattr(attack, "eps", None)
         if eps is None:
             raise ValueError(f"robust_accuracy: cannot tell the radius of {attack_name(attack)}; pass eps= (and norm=)")
-    return float(eps), norm
+    return check_eps(eps, norm, "robust_accuracy"), norm
 
 
 def attack_batches(
-    model: nn.Module, attack: Attack, x: Tensor, y: Tensor, *, eps: float, norm: str, batch_size: int
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    norm: str,
+    batch_size: int,
+    where: str = "robust_accuracy",
 ) -> Dict[str, Any]:
     """Run ``attack`` over (x, y) batch by batch; per-sample clean and adversarial correctness.
+
+    The model's logits and the labels are checked on every batch (:func:`correct`) before the attack runs.
 
     Returns ``clean_correct``, ``adv_correct`` (clean and adversarial prediction both right), ``perturbation``
     (||x_adv - x|| per sample) and ``adv_loss`` (the cross-entropy at x_adv per sample), all on the CPU.
@@ -155,7 +200,7 @@ def attack_batches(
     clean_ok, adv_ok, pert, losses = [], [], [], []
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
-        c = predict(model, xb, batch_size).to(dev) == yb
+        c = correct(model, xb, yb, batch_size, where)[0].to(dev)
         adv = attack(xb, yb)
         if not isinstance(adv, Tensor) or adv.shape != xb.shape:
             raise RuntimeError(
@@ -173,7 +218,7 @@ def attack_batches(
             raise RuntimeError(
                 f"{attack_name(attack)} left the threat model: max {norm} perturbation {worst:.6g} > eps = {eps:.6g}"
             )
-        logits = _logits(model, adv, batch_size)
+        logits = _logits(model, adv, batch_size, where)
         yc = yb.cpu()
         clean_ok.append(c.cpu())
         adv_ok.append(logits.argmax(1) == yc)
@@ -223,6 +268,7 @@ def robust_accuracy(
         per-sample results of :func:`per_sample_report` (``clean_correct``, ``robust``, ``broken_by``, ``ci95``,
         ``clean_ci95``); ``convergence``: the fractions of the DEQ solves during the attack that did not converge.
     """
+    check_module(model, "robust_accuracy")
     if not isinstance(attack, Attack):
         raise TypeError(f"robust_accuracy: attack must be a torchattacks.Attack, got {type(attack).__name__}")
     seed = check_seed(seed, "robust_accuracy")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._validate import check_choice
+from .._validate import check_bool, check_choice
 from .dataset import ImageDataset
 from .embedded import EMBEDDED, load_embedded
 from .torchvision_sets import ENV_VAR, TORCHVISION, DataUnavailableError, default_root, load_torchvision
@@ -87,12 +87,16 @@ def load(
         An :class:`ImageDataset`.
 
     Raises:
+        TypeError: a name, split, root or download of the wrong type.
         ValueError: unknown name or split.
         DataUnavailableError: a torchvision data set is missing and could not be downloaded.
     """
     key = _canonical_name(name)
     split = check_choice(split, "split", "data.load", SPLITS, ignore_case=True)
+    download = check_bool(download, "download", "data.load")
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"data.load: root must be a path (a str or an os.PathLike), got {type(root).__name__} {root!r}")
     if key in EMBEDDED:
         return load_embedded(key, split)
     folder = Path(root).expanduser() if root is not None else default_root()
-    return load_torchvision(key, split, folder, bool(download))
+    return load_torchvision(key, split, folder, download)

@@ -8,7 +8,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._validate import check_int, check_seed, check_tensor
+from .._validate import (
+    PIXEL_TOL,
+    check_device,
+    check_int,
+    check_labels_in_range,
+    check_number,
+    check_seed,
+    check_tensor,
+)
+from ..config import select_device
 
 __all__ = ["ImageDataset", "stratified_choice", "stratified_split", "DIGIT_CLASSES"]
 
@@ -55,32 +64,20 @@ class ImageDataset(Dataset):
             classes: ``num_classes`` class names.
 
         Raises:
-            ValueError: on inconsistent shapes, dtypes or lengths.
+            TypeError: images that are not a float32 / uint8 tensor, labels that are not integers, a name, split or
+                num_classes of the wrong type.
+            ValueError: inconsistent shapes or lengths, float pixels outside [0, 1] (or NaN), labels outside
+                ``[0, num_classes)``, fewer than 2 classes, a non-positive std.
         """
-        where = "ImageDataset"
-        check_tensor(images, "images", where)
-        if images.ndim != 4:
-            raise ValueError(f"{where}: images must be a 4-d (N, C, H, W) tensor, got {_shape_of(images)}")
-        if images.dtype not in (torch.float32, torch.uint8):
-            raise TypeError(f"{where}: images must be float32 in [0, 1] or uint8, got {images.dtype}")
-        labels = torch.as_tensor(labels)
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{where}: labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise TypeError(f"{where}: labels must be integers, got {labels.dtype}")
-        channels = images.shape[1]
-        if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean and std need {channels} value(s), got {len(mean)} and {len(std)}")
-        if len(classes) != num_classes:
-            raise ValueError(f"classes needs {num_classes} names, got {len(classes)}")
+        labels, num_classes, mean, std = _check_fields(images, labels, name, split, num_classes, mean, std, classes)
         self.images = images
         self.labels = labels.to(torch.int64)
         self.name = name
         self.split = split
         self.num_classes = int(num_classes)
         self.image_shape: tuple[int, int, int] = tuple(int(s) for s in images.shape[1:])  # type: ignore[assignment]
-        self.mean: tuple[float, ...] = tuple(float(m) for m in mean)
-        self.std: tuple[float, ...] = tuple(float(s) for s in std)
+        self.mean: tuple[float, ...] = mean
+        self.std: tuple[float, ...] = std
         self.classes: list[str] = list(classes)
 
     def __len__(self) -> int:
@@ -111,7 +108,8 @@ class ImageDataset(Dataset):
             X = X.clone()
         y = self.labels.clone()
         if device is not None:
-            X, y = X.to(device), y.to(device)
+            dev = _device(device, "ImageDataset.tensors")
+            X, y = X.to(dev), y.to(dev)
         return X, y
 
     def subset(self, n: int, seed: int = 0) -> "ImageDataset":
@@ -151,6 +149,85 @@ class ImageDataset(Dataset):
     def __repr__(self) -> str:
         c, h, w = self.image_shape
         return f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, shape={c}x{h}x{w})"
+
+
+def _check_fields(
+    images: object,
+    labels: object,
+    name: object,
+    split: object,
+    num_classes: object,
+    mean: object,
+    std: object,
+    classes: object,
+) -> tuple[torch.Tensor, int, tuple[float, ...], tuple[float, ...]]:
+    """Validate what :class:`ImageDataset` wraps; return the labels as a tensor, num_classes, mean and std."""
+    where = "ImageDataset"
+    _check_images(images, where)
+    labels = _check_labels(labels, int(images.shape[0]), where)
+    if not isinstance(name, str) or not isinstance(split, str):
+        bad, value = ("name", name) if not isinstance(name, str) else ("split", split)
+        raise TypeError(f"{where}: {bad} must be a str, got {type(value).__name__} {value!r}")
+    num_classes = check_int(num_classes, "num_classes", where, minimum=2)
+    check_labels_in_range(labels, num_classes, where, "labels")
+    channels = images.shape[1]
+    mean, std = _check_stats(mean, "mean", where), _check_stats(std, "std", where)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"{where}: mean and std need {channels} value(s) (one per channel), got {len(mean)} and {len(std)}"
+        )
+    if any(s <= 0 for s in std):
+        raise ValueError(f"{where}: std must be > 0 in every channel, got {std}")
+    if isinstance(classes, str) or not isinstance(classes, (Sequence, np.ndarray)):
+        raise TypeError(f"{where}: classes must be a sequence of {num_classes} names, got {classes!r}")
+    if len(classes) != num_classes:
+        raise ValueError(f"{where}: classes needs {num_classes} names, got {len(classes)}")
+    return labels, num_classes, mean, std
+
+
+def _check_images(images: object, where: str) -> None:
+    """(N, C, H, W) float32 pixels in [0, 1] or uint8 0..255."""
+    check_tensor(images, "images", where)
+    if images.ndim != 4:
+        raise ValueError(f"{where}: images must be a 4-d (N, C, H, W) tensor, got {_shape_of(images)}")
+    if images.dtype not in (torch.float32, torch.uint8):
+        raise TypeError(f"{where}: images must be float32 in [0, 1] or uint8, got {images.dtype}")
+    if images.dtype == torch.float32 and images.numel():
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{where}: images contains NaN or Inf")
+        lo, hi = (float(v) for v in torch.aminmax(images))
+        if lo < -PIXEL_TOL or hi > 1 + PIXEL_TOL:
+            hint = " (0..255 values? divide by 255, or pass them as uint8)" if hi > 1 + PIXEL_TOL else ""
+            raise ValueError(f"{where}: float32 images must have pixels in [0, 1], got [{lo:.3g}, {hi:.3g}]{hint}")
+
+
+def _check_labels(labels: object, n: int, where: str) -> torch.Tensor:
+    """(n,) integer labels (a tensor, an array or a list of ints)."""
+    if not isinstance(labels, torch.Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{where}: labels must be integer class indices (a tensor, array or list of ints), "
+                f"got {type(labels).__name__}"
+            ) from None
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{where}: labels must be integers, got {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{where}: labels must have shape ({n},), got {tuple(labels.shape)}")
+    return labels
+
+
+def _check_stats(values: object, name: str, where: str) -> tuple[float, ...]:
+    """A sequence of finite numbers, one per channel."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray, torch.Tensor)):
+        raise TypeError(f"{where}: {name} must be a sequence of numbers (one per channel), got {values!r}")
+    return tuple(check_number(v, f"{name}[{i}]", where) for i, v in enumerate(values))
+
+
+def _device(device: object, where: str) -> torch.device:
+    """A device given as a name or a torch.device, which this machine has."""
+    return select_device(check_device(device, where))
 
 
 def _shape_of(x: object) -> str:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal as _orthogonal
 
-from .._validate import check_callable, check_choice, check_fraction, check_int, check_positive
+from .._validate import check_callable, check_choice, check_dataset_like, check_fraction, check_int, check_positive
 from ..cells import DEQClassifier, conv_classifier, mlp_classifier
 from ..lyapunov import LyapunovFunction, stable_projection
 
@@ -364,12 +364,13 @@ def lyadeq_classifier(
         torch.Size([2, 10])
     """
     where = "lyadeq_classifier"
+    check_dataset_like(dataset, where)
     kind = check_choice(kind, "classifier kind", where, tuple(_BUILDERS))
     _check_settings(center, alpha, h, where)
     base, deq_kw = _nominal_classifier(dataset, kind, kwargs)
     with torch.no_grad():
         state = base.injection(torch.zeros(1, *tuple(dataset.image_shape)))
-    n_state, hidden = int(state[0].numel()), tuple(lyapunov_hidden)
+    n_state, hidden = int(state[0].numel()), lyapunov_hidden
     lyap = LyapunovFunction(n_state, hidden=hidden, activation=lyapunov_activation, d=lyapunov_d, eps=lyapunov_eps)
     head = _stable_head(kind, state, int(dataset.num_classes), features, readout)
     settings = dict(alpha=alpha, h=h, center=center, image_shape=tuple(dataset.image_shape))

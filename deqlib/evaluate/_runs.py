@@ -1,7 +1,7 @@
 """What the report, the masking checks and the battery share (private).
 
-- :func:`check_samples` — ``x`` (N, ...) and ``y`` (N,) as detached tensors, labels as int64;
-- :func:`check_run` — the seed and the batch size;
+- :func:`check_samples` — ``x`` (N, ...) [0, 1] images and ``y`` (N,) integer labels (int64; floats refused), detached;
+- :func:`check_run` — the seed and the batch size; :func:`check_state_indices` — solver iterates to attack;
 - :func:`run_attack` — one attack over the samples, seeded: per-sample survival mask and loss, accuracy, timing;
 - :class:`RandomStart` — the random-noise baseline: the random start of PGD, without a single gradient step;
 - :func:`clean_correct` — the per-sample clean correctness;
@@ -21,22 +21,36 @@ from torch import Tensor, nn
 from torchattacks.attack import Attack
 
 from .._modules import deq_modules, model_device
-from .._validate import check_int, check_seed, check_tensor
-from ..attacks import EnsembleIntermediateAttack, IntermediateStateAttack, pgd, predict
-from ..attacks.robust import attack_batches, seeded, threat_model, tracked
+from .._validate import check_class_labels, check_images, check_int, check_module, check_seed
+from ..attacks import EnsembleIntermediateAttack, IntermediateStateAttack, pgd
+from ..attacks.robust import attack_batches, correct, seeded, threat_model, tracked
 from ..deq import GRADS
 from ..threat import random_start
 
 
-def check_samples(x: Any, y: Any, where: str) -> Tuple[Tensor, Tensor]:
-    """The evaluation samples: x (N, ...) with N > 0 and at least two dimensions, y (N,); y as int64."""
-    x = check_tensor(x, "x", where, batch=True, min_dim=2)
-    y = check_tensor(y, "y", where)
-    if tuple(y.shape) != (x.shape[0],):
-        raise ValueError(
-            f"{where}: y must have shape ({x.shape[0]},) to match x {tuple(x.shape)}, got {tuple(y.shape)}"
+def check_samples(x: Any, y: Any, where: str, model: Any = None) -> Tuple[Tensor, Tensor]:
+    """The evaluation samples: x (N, ...) [0, 1] images with N > 0, y (N,) integer labels, as int64 (float labels
+    are refused, never truncated; their range is checked against the model's logits by :func:`clean_correct`).
+    With ``model``, it must be a ``torch.nn.Module``."""
+    if model is not None:
+        check_module(model, where)
+    x = check_images(x, where, "x")
+    y = check_class_labels(y, x.shape[0], where, "y")
+    return x.detach(), y.detach()
+
+
+def check_state_indices(value: Any, where: str) -> Optional[Tuple[int, ...]]:
+    """None (the default {1, S/2, S}) or a non-empty sequence of solver iterates, ints >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(
+            f"{where}: state_indices must be None or a sequence of ints, got {type(value).__name__} {value!r}"
         )
-    return x.detach(), y.detach().long()
+    out = tuple(check_int(i, "state index", where, minimum=0) for i in value)
+    if not out:
+        raise ValueError(f"{where}: state_indices must list at least one solver iterate (or be None)")
+    return out
 
 
 def check_run(seed: Any, batch_size: Any, where: str) -> Tuple[int, int]:
@@ -62,7 +76,9 @@ class RandomStart:
         return random_start(images.detach(), self.eps, self.norm) if self.eps > 0 else images.detach().clone()
 
 
-def run_attack(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, seed: int, batch_size: int) -> Dict[str, Any]:
+def run_attack(
+    model: nn.Module, attack: Attack, x: Tensor, y: Tensor, seed: int, batch_size: int, where: str = "evaluate"
+) -> Dict[str, Any]:
     """Per-sample results of one attack, with torch's generator seeded by ``seed`` (and restored afterwards).
 
     Returns ``mask`` (the samples that stay correct), ``loss`` (the mean cross-entropy at the adversarial points),
@@ -71,7 +87,7 @@ def run_attack(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, seed: int
     eps, norm = threat_model(attack)
     start = time.perf_counter()
     with seeded(seed, model_device(model)), tracked(model):
-        out = attack_batches(model, attack, x, y, eps=eps, norm=norm, batch_size=batch_size)
+        out = attack_batches(model, attack, x, y, eps=eps, norm=norm, batch_size=batch_size, where=where)
     n = int(x.shape[0])
     ok = out["adv_correct"]
     return {
@@ -91,10 +107,11 @@ def loss_rises(loss: float, baseline: float, rel: float = 1e-3) -> bool:
     return loss > baseline + rel * abs(baseline)
 
 
-def clean_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
-    """A bool mask (on the CPU) of the samples the model classifies correctly without attack."""
+def clean_correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, where: str = "evaluate") -> Tensor:
+    """A bool mask (on the CPU) of the samples the model classifies correctly without attack; the model's logits
+    and the labels' range are checked (:func:`deqlib.attacks.robust.correct`)."""
     with tracked(model):
-        return predict(model, x, batch_size) == y.cpu()
+        return correct(model, x, y, batch_size, where)[0]
 
 
 def default_state_indices(model: nn.Module, x: Tensor, batch_size: int) -> Tuple[int, ...]:
@@ -129,7 +146,8 @@ def gradient_attacks(
         attacks = {"pgd": pgd(model, eps, steps=steps, norm=norm)}
     if not has_states(model):
         return attacks, ()
-    idx = default_state_indices(model, x, batch_size) if state_indices is None else tuple(state_indices)
+    idx = check_state_indices(state_indices, "gradient_attacks")
+    idx = default_state_indices(model, x, batch_size) if idx is None else idx
     common = dict(steps=steps, phantom_steps=phantom_steps, phantom_tau=phantom_tau, norm=norm)
     for i in idx:
         attacks[f"intermediate_{i}"] = IntermediateStateAttack(model, eps, state_index=i, **common)

@@ -29,7 +29,6 @@ attacks and counted instead).
 
 from __future__ import annotations
 
-import numbers
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -41,9 +40,9 @@ from .._io import to_jsonable
 from .._modules import model_device
 from .._validate import check_bool, check_choice, check_int, check_number
 from ..attacks import AUTOATTACK_STANDARD, apgd_ce, apgd_t, attack_params, fab_t, square
-from ..attacks.robust import attack_batches, predict, seeded, tracked
-from ..threat import check_eps, check_norm
-from ._runs import check_run, check_samples, gradient_attacks
+from ..attacks.robust import attack_batches, correct, seeded, tracked
+from ..threat import check_eps_list, check_norm
+from ._runs import check_run, check_samples, check_state_indices, gradient_attacks
 from .report import describe_model
 from .statistics import wilson_interval
 
@@ -93,7 +92,8 @@ def _check_budgets(preset: Any, budgets: Optional[Mapping[str, Any]], where: str
         raise TypeError(f"{where}: unknown budget(s) {unknown}; the presets have {sorted(out)}")
     for key, value in budgets.items():
         if key == "state_indices":
-            out[key] = None if value is None else [check_int(i, "state index", where, minimum=0) for i in value]
+            idx = check_state_indices(value, where)
+            out[key] = None if idx is None else list(idx)
         elif key == "square_rescale":
             out[key] = check_bool(value, key, where)
         elif key == "phantom_tau":
@@ -195,7 +195,9 @@ def _run(
             break
         attacked = max(attacked, int(idx.numel()))
         with seeded(run_seed, model_device(model)):
-            out = attack_batches(model, atk, x[idx], y[idx], eps=eps, norm=norm, batch_size=batch_size)
+            out = attack_batches(
+                model, atk, x[idx], y[idx], eps=eps, norm=norm, batch_size=batch_size, where="strongest_attack"
+            )
         fooled[idx[~out["adv_correct"]]] = True
     return fooled, attacked
 
@@ -246,30 +248,11 @@ def _one_radius(
 
 
 def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tuple[Tensor, int, Dict[str, Any]]:
-    """Per-sample clean correctness, the number of classes, and the convergence of the clean solves."""
+    """Per-sample clean correctness, the number of classes, and the convergence of the clean solves; the logits
+    and the labels' range are checked here, before any attack is built."""
     with tracked(model) as report:
-        pred = predict(model, x, batch_size)
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            try:
-                n_classes = int(model(x[:1].to(model_device(model, torch.device("cpu")))).shape[1])
-            finally:
-                model.train(was)
-    return pred == y.cpu(), n_classes, report.as_dict()
-
-
-def _check_eps_list(eps_list: Any, norm: str, where: str) -> List[float]:
-    if isinstance(eps_list, numbers.Real):
-        eps_list = [eps_list]
-    if isinstance(eps_list, (str, bytes)) or not hasattr(eps_list, "__iter__"):
-        raise TypeError(f"{where}: eps_list must be a sequence of radii, got {type(eps_list).__name__}")
-    out = [check_eps(e, norm, where) for e in eps_list]
-    if not out:
-        raise ValueError(f"{where}: give at least one eps")
-    if len(set(out)) != len(out):
-        raise ValueError(f"{where}: eps_list lists a radius twice: {out}")
-    return out
+        clean, n_classes = correct(model, x, y, batch_size, "strongest_attack")
+    return clean, n_classes, report.as_dict()
 
 
 # size: one validated entry point; the steps are the helpers above
@@ -310,11 +293,9 @@ def strongest_attack(
         ``robust_accuracy`` is the worst case after that attack (cumulative, in battery order).
     """
     where = "strongest_attack"
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{where}: model must be a torch.nn.Module, got {type(model).__name__}")
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     norm = check_norm(norm, where)
-    eps_values = _check_eps_list(eps_list, norm, where)
+    eps_values = check_eps_list(eps_list, norm, where, distinct=True)
     seed, batch_size = check_run(seed, batch_size, where)
     opts = {
         "progress": check_bool(progress, "progress", where),

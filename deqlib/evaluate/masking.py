@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._io import to_jsonable
 from .._validate import check_int, check_positive, check_probability
 from ..attacks import apgd_ce, pgd, square
-from ..threat import check_eps, check_norm
+from ..threat import check_eps, check_eps_list, check_norm
 from ._runs import RandomStart, check_run, check_samples, clean_correct, loss_rises, run_attack, tolerance
 from .masking_gradients import check_determinism_gradients, check_gradient_choices
 
@@ -58,6 +58,28 @@ MASKING_CHECKS = (
     "gradient_choices",
     "determinism_and_gradients",
 )
+
+
+def _check_steps_pair(steps: Any, where: str) -> Tuple[int, int]:
+    """(fewer, more) PGD steps, two ints >= 1 in increasing order."""
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__len__") or len(steps) != 2:
+        raise TypeError(f"{where}: steps must be a pair (fewer, more) of step counts such as (10, 50), got {steps!r}")
+    few, many = (check_int(s, "steps", where, minimum=1) for s in steps)
+    if few >= many:
+        raise ValueError(f"{where}: steps must be (fewer, more) with fewer < more, got {tuple(steps)!r}")
+    return few, many
+
+
+def _check_selection(checks: Any, where: str) -> Tuple[str, ...]:
+    """The checks to run: None (all), or a sequence of names (a single name is not split into characters)."""
+    if checks is None:
+        return MASKING_CHECKS
+    if isinstance(checks, (str, bytes)) or not hasattr(checks, "__iter__"):
+        raise TypeError(
+            f"{where}: checks must be a sequence of check names such as [{checks!r}], got {type(checks).__name__}; "
+            f"available: {MASKING_CHECKS}"
+        )
+    return tuple(checks)
 
 
 def _default_large_eps(norm: str, x: Tensor) -> float:
@@ -84,18 +106,16 @@ def check_monotone_eps(
     fails (ii): a model with zero input gradients, or a sweep that never reaches radii where the attack works.
     """
     where = "check_monotone_eps"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     norm = check_norm(norm, where)
     seed, batch_size = check_run(seed, batch_size, where)
     tol = tolerance(tol_samples, x.shape[0], where)
-    eps_sorted = sorted(check_eps(e, norm, where) for e in eps_list)
-    if not eps_sorted:
-        raise ValueError(f"{where}: give at least one eps")
+    eps_sorted = sorted(check_eps_list(eps_list, norm, where))
     start = time.perf_counter()
     accs, noise = [], []
     for e in eps_sorted:
-        accs.append(run_attack(model, pgd(model, e, steps=steps, norm=norm), x, y, seed, batch_size)["accuracy"])
-        noise.append(run_attack(model, RandomStart(e, norm), x, y, seed, batch_size)["accuracy"])
+        accs.append(run_attack(model, pgd(model, e, steps=steps, norm=norm), x, y, seed, batch_size, where)["accuracy"])
+        noise.append(run_attack(model, RandomStart(e, norm), x, y, seed, batch_size, where)["accuracy"])
     max_rise = max((b - a for a, b in zip(accs, accs[1:])), default=0.0)
     gain = max(n - a for a, n in zip(accs, noise))
     monotone, falls = max_rise <= tol, gain > tol
@@ -133,14 +153,14 @@ def check_large_eps(
     Passes if the accuracy is at most ``max_accuracy`` or at most ``tol_samples`` samples survive.
     """
     where = "check_large_eps"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     norm = check_norm(norm, where)
     eps = _default_large_eps(norm, x) if eps is None else check_eps(eps, norm, where)
     seed, batch_size = check_run(seed, batch_size, where)
     max_accuracy = check_probability(max_accuracy, "max_accuracy", where)
     tol_samples = check_int(tol_samples, "tol_samples", where, minimum=0)
     start = time.perf_counter()
-    r = run_attack(model, pgd(model, eps, steps=steps, norm=norm), x, y, seed, batch_size)
+    r = run_attack(model, pgd(model, eps, steps=steps, norm=norm), x, y, seed, batch_size, where)
     passed = r["accuracy"] <= max_accuracy or r["n_correct"] <= tol_samples
     return {
         "name": "large_eps",
@@ -184,22 +204,23 @@ def check_steps_restarts(
     The step size is 2.5 eps / steps in every run; the restarts use the fewer steps.
     """
     where = "check_steps_restarts"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     norm = check_norm(norm, where)
     eps = check_eps(eps, norm, where)
-    few, many = (check_int(s, "steps", where, minimum=1) for s in steps)
+    few, many = _check_steps_pair(steps, where)
     restarts = check_int(restarts, "restarts", where, minimum=2)
     seed, batch_size = check_run(seed, batch_size, where)
     max_restart_gain = check_probability(max_restart_gain, "max_restart_gain", where)
     n = x.shape[0]
     tol = tolerance(tol_samples, n, where)
     start = time.perf_counter()
-    r_noise = run_attack(model, RandomStart(eps, norm), x, y, seed, batch_size)
+    r_noise = run_attack(model, RandomStart(eps, norm), x, y, seed, batch_size, where)
     runs = [
-        run_attack(model, pgd(model, eps, steps=few, norm=norm), x, y, seed + k, batch_size) for k in range(restarts)
+        run_attack(model, pgd(model, eps, steps=few, norm=norm), x, y, seed + k, batch_size, where)
+        for k in range(restarts)
     ]
     r_few = runs[0]
-    r_many = run_attack(model, pgd(model, eps, steps=many, norm=norm), x, y, seed, batch_size)
+    r_many = run_attack(model, pgd(model, eps, steps=many, norm=norm), x, y, seed, batch_size, where)
     mask = r_few["mask"].clone()
     for r in runs[1:]:
         mask &= r["mask"]
@@ -250,16 +271,18 @@ def check_black_box(
     Also reports how many samples only Square breaks (a hint of masked gradients even when the check passes).
     """
     where = "check_black_box"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     norm = check_norm(norm, where)
     eps = check_eps(eps, norm, where)
     seed, batch_size = check_run(seed, batch_size, where)
     tol = tolerance(tol_samples, x.shape[0], where)
     start = time.perf_counter()
     sq = square(model, eps, norm=norm, n_queries=n_queries, seed=seed)
-    r_sq = run_attack(model, sq, x, y, seed, batch_size)
-    r_apgd = run_attack(model, apgd_ce(model, eps, norm=norm, steps=apgd_steps, seed=seed), x, y, seed, batch_size)
-    r_pgd = run_attack(model, pgd(model, eps, norm=norm, steps=pgd_steps), x, y, seed, batch_size)
+    r_sq = run_attack(model, sq, x, y, seed, batch_size, where)
+    r_apgd = run_attack(
+        model, apgd_ce(model, eps, norm=norm, steps=apgd_steps, seed=seed), x, y, seed, batch_size, where
+    )
+    r_pgd = run_attack(model, pgd(model, eps, norm=norm, steps=pgd_steps), x, y, seed, batch_size, where)
     white = min(r_apgd["accuracy"], r_pgd["accuracy"])
     square_only = int((~r_sq["mask"] & r_apgd["mask"] & r_pgd["mask"]).sum())
     return {
@@ -342,14 +365,14 @@ def masking_checks(
         ``checks`` (name -> result), ``eps``, ``norm``, ``budget``, ``n_samples``, ``seed``, ``seconds``.
     """
     where = "masking_checks"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     norm = check_norm(norm, where)
     eps = check_eps(eps, norm, where)
     budget = check_positive(budget, "budget", where)
     seed, batch_size = check_run(seed, batch_size, where)
     tolerance(tol_samples, x.shape[0], where)
     max_gap = check_probability(max_gap, "max_gap", where)
-    selected = MASKING_CHECKS if checks is None else tuple(checks)
+    selected = _check_selection(checks, where)
     unknown = sorted(set(selected) - set(MASKING_CHECKS))
     if unknown:
         raise ValueError(f"{where}: unknown check(s) {unknown}; available: {MASKING_CHECKS}")
@@ -368,7 +391,7 @@ def masking_checks(
             "norm": norm,
             "budget": budget,
             "n_samples": int(x.shape[0]),
-            "clean_accuracy": float(clean_correct(model, x, y, batch_size).float().mean()),
+            "clean_accuracy": float(clean_correct(model, x, y, batch_size, where).float().mean()),
             "seed": seed,
             "seconds": time.perf_counter() - start,
         }

@@ -16,7 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from .._modules import deq_modules, model_device
-from .._validate import check_int, check_nonnegative, check_positive, check_probability
+from .._validate import (
+    check_int,
+    check_labels_in_range,
+    check_logits,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+)
 from ..attacks import attack_gradient
 from ..attacks.robust import tracked
 from ..deq import GRADS
@@ -25,6 +32,7 @@ from ._runs import (
     RandomStart,
     check_run,
     check_samples,
+    check_state_indices,
     clean_correct,
     gradient_attacks,
     loss_rises,
@@ -36,13 +44,13 @@ __all__ = ["check_gradient_choices", "check_determinism_gradients"]
 
 
 def _results(
-    model: nn.Module, attacks: Dict[str, Any], x: Tensor, y: Tensor, seed: int, batch_size: int
+    model: nn.Module, attacks: Dict[str, Any], x: Tensor, y: Tensor, seed: int, batch_size: int, where: str
 ) -> Tuple[Dict[str, float], Dict[str, float], float]:
     """The accuracy and mean loss under each attack, and the worst case: the fraction that survives every attack."""
-    worst = clean_correct(model, x, y, batch_size)
+    worst = clean_correct(model, x, y, batch_size, where)
     acc, loss = {}, {}
     for k, a in attacks.items():
-        r = run_attack(model, a, x, y, seed, batch_size)
+        r = run_attack(model, a, x, y, seed, batch_size, where)
         acc[k], loss[k] = r["accuracy"], r["loss"]
         worst &= r["mask"]
     return acc, loss, int(worst.sum()) / x.shape[0]
@@ -83,18 +91,19 @@ def check_gradient_choices(
     Not applicable (``passed`` None) to a model without a DEQ layer.
     """
     where = "check_gradient_choices"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     norm = check_norm(norm, where)
     eps = check_eps(eps, norm, where)
     seed, batch_size = check_run(seed, batch_size, where)
     max_gap = check_probability(max_gap, "max_gap", where)
     tol = tolerance(tol_samples, x.shape[0], where)
+    state_indices = check_state_indices(state_indices, where)
     if not deq_modules(model):
         return {"name": "gradient_choices", "passed": None, "skipped": "the model has no DEQ layer"}
     start = time.perf_counter()
     attacks, idx = gradient_attacks(model, x, eps, norm, steps, state_indices, phantom_steps, phantom_tau, batch_size)
-    acc, loss, worst_acc = _results(model, attacks, x, y, seed, batch_size)
-    noise_loss = run_attack(model, RandomStart(eps, norm), x, y, seed, batch_size)["loss"]
+    acc, loss, worst_acc = _results(model, attacks, x, y, seed, batch_size, where)
+    noise_loss = run_attack(model, RandomStart(eps, norm), x, y, seed, batch_size, where)["loss"]
     strongest = min(acc, key=acc.get)
     gaps = {g: acc[f"pgd_{g}"] - acc[strongest] for g in GRADS}
     informative = {g: loss_rises(loss[f"pgd_{g}"], noise_loss) for g in GRADS}
@@ -178,7 +187,7 @@ def check_determinism_gradients(
     samples (whose cross-entropy is 0 in float32).
     """
     where = "check_determinism_gradients"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     atol = check_nonnegative(atol, "atol", where)
     probe_step = check_positive(probe_step, "probe_step", where)
@@ -190,7 +199,8 @@ def check_determinism_gradients(
     try:
         xb, yb = x[:batch_size].to(dev), y[:batch_size].to(dev)
         with torch.no_grad(), tracked(model):
-            a, b = model(xb), model(xb)
+            a, b = check_logits(model(xb), xb.shape[0], where), check_logits(model(xb), xb.shape[0], where)
+        check_labels_in_range(yb, a.shape[1], where)
         logit_diff = float((a - b).abs().max())
         with tracked(model):
             grads = _input_gradients(model, xb, yb, probe_step, min_uphill)

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
@@ -18,9 +17,9 @@ from torch import Tensor, nn
 
 from .._io import to_jsonable
 from .._modules import deq_modules
-from .._validate import check_number
 from ..attacks import attack_params, make_attack
 from ..attacks.robust import tracked
+from ..threat import check_eps_list
 from ._runs import check_run, check_samples, clean_correct, run_attack
 from .statistics import wilson_interval
 
@@ -52,16 +51,19 @@ def describe_model(model: nn.Module) -> Dict[str, Any]:
     return out
 
 
-def _parse_spec(spec: Any, eps_list: Sequence[float]) -> Tuple[str, Dict[str, Any], List[float]]:
+def _parse_spec(spec: Any, eps_list: Sequence[float], where: str) -> Tuple[str, Dict[str, Any], List[float]]:
     if isinstance(spec, str):
         return spec, {}, list(eps_list)
     if isinstance(spec, (tuple, list)) and len(spec) in (2, 3) and isinstance(spec[0], str):
         params = spec[1] if spec[1] is not None else {}
         if not isinstance(params, dict):
-            raise TypeError(f"attack spec {spec!r}: the parameters must be a dict")
-        eps = list(spec[2]) if len(spec) == 3 else list(eps_list)
+            raise TypeError(
+                f"{where}: attack spec {spec!r}: the parameters must be a dict such as {{'steps': 50}}, "
+                f"got {type(params).__name__}"
+            )
+        eps = check_eps_list(spec[2], None, where) if len(spec) == 3 else list(eps_list)
         return spec[0], dict(params), eps
-    raise TypeError(f"attack spec must be a name, (name, params) or (name, params, eps_list); got {spec!r}")
+    raise TypeError(f"{where}: attack spec must be a name, (name, params) or (name, params, eps_list); got {spec!r}")
 
 
 def _check_specs(attacks: Any, eps_list: Any, where: str) -> Tuple[List[Any], List[float]]:
@@ -72,23 +74,24 @@ def _check_specs(attacks: Any, eps_list: Any, where: str) -> Tuple[List[Any], Li
         and isinstance(attacks[0], str)
         and isinstance(attacks[1], dict)
     )
+    if not single and (isinstance(attacks, (dict, bytes)) or not hasattr(attacks, "__iter__")):
+        raise TypeError(
+            f"{where}: attacks must be a name, a (name, params) pair or a list of them, got {type(attacks).__name__}"
+        )
     attacks = [attacks] if single else list(attacks)
     if not attacks:
         raise ValueError(f"{where}: give at least one attack")
-    if isinstance(eps_list, numbers.Real):
-        eps_list = [eps_list]
-    eps_list = [check_number(e, "eps", where) for e in eps_list]
-    if not eps_list:
-        raise ValueError(f"{where}: give at least one eps")
-    return attacks, eps_list
+    return attacks, check_eps_list(eps_list, None, where)
 
 
-def _build_plan(model: nn.Module, attacks: List[Any], eps_list: List[float]) -> List[Tuple[str, str, dict, list]]:
+def _build_plan(
+    model: nn.Module, attacks: List[Any], eps_list: List[float], where: str
+) -> List[Tuple[str, str, dict, list]]:
     """(label, name, params, [(eps, attack), ...]) per spec: every attack built, and validated, before any runs."""
     plan = []
     labels: Dict[str, int] = {}
     for spec in attacks:
-        name, params, eps_values = _parse_spec(spec, eps_list)
+        name, params, eps_values = _parse_spec(spec, eps_list, where)
         label = name if name not in labels else f"{name}#{labels[name] + 1}"
         labels[name] = labels.get(name, 0) + 1
         built = [(e, make_attack(name, model, e, **params)) for e in eps_values]
@@ -107,7 +110,7 @@ def _run_plan(
     for label, name, _, built in plan:
         table[label] = {"eps": [], "accuracy": []}
         for eps, atk in built:
-            r = run_attack(model, atk, x, y, seed, batch_size)
+            r = run_attack(model, atk, x, y, seed, batch_size, "evaluate_robustness")
             results.append(
                 {
                     "attack": label,
@@ -185,15 +188,15 @@ def evaluate_robustness(
     All attacks are built (and their parameters validated) before any is run.
     """
     where = "evaluate_robustness"
-    x, y = check_samples(x, y, where)
+    x, y = check_samples(x, y, where, model)
     seed, batch_size = check_run(seed, batch_size, where)
     attacks, eps_list = _check_specs(attacks, eps_list, where)
-    plan = _build_plan(model, attacks, eps_list)  # a bad name or parameter fails before any compute
+    plan = _build_plan(model, attacks, eps_list, where)  # a bad name or parameter fails before any compute
 
     start = time.perf_counter()
     n = int(x.shape[0])
     with tracked(model) as report:
-        clean = clean_correct(model, x, y, batch_size)
+        clean = clean_correct(model, x, y, batch_size, where)
         results, table, worst_case = _run_plan(model, plan, x, y, clean, seed, batch_size)
     return to_jsonable(
         {

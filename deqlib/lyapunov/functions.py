@@ -132,6 +132,10 @@ class ICNN(nn.Module):
     ) -> None:
         super().__init__()
         in_features = check_int(in_features, "in_features", "ICNN", minimum=1)
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+            raise TypeError(
+                f"ICNN: hidden must be a non-empty sequence of positive ints, e.g. (64, 64), got {hidden!r}"
+            )
         hidden = tuple(check_int(h, "a hidden width", "ICNN", minimum=1) for h in hidden)
         if len(hidden) == 0:
             raise ValueError("ICNN: hidden must be a non-empty sequence of positive ints, got ()")

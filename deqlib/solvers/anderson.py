@@ -75,7 +75,7 @@ def anderson(
         >>> torch.allclose(z, torch.full((2, 4), 10.0), atol=1e-5)
         True
     """
-    check_common("anderson", z0, max_iter, tol, stop_mode)
+    check_common("anderson", z0, max_iter, tol, stop_mode, f=f, record=record)
     m = check_int(m, "m", "anderson", minimum=1)
     beta = check_fraction(beta, "beta", "anderson")
     lam = check_nonnegative(lam, "lam", "anderson")

@@ -55,7 +55,7 @@ def broyden(
         >>> torch.allclose(z, torch.linalg.solve(torch.eye(2) - A, torch.ones(2)).unsqueeze(0), atol=1e-6)
         True
     """
-    check_common("broyden", z0, max_iter, tol, stop_mode)
+    check_common("broyden", z0, max_iter, tol, stop_mode, f=f, record=record)
     memory = check_int(memory, "memory", "broyden", minimum=1)
     g = flat_function("broyden", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)

@@ -40,7 +40,7 @@ def fixed_point(
         >>> torch.allclose(z, torch.full((3, 2), 2.0))
         True
     """
-    check_common("fixed_point", z0, max_iter, tol, stop_mode)
+    check_common("fixed_point", z0, max_iter, tol, stop_mode, f=f, record=record)
     tau = check_fraction(tau, "tau", "fixed_point")
     g = flat_function("fixed_point", f, z0.shape)
     z = z0.reshape(z0.shape[0], -1)

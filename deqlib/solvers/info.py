@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validate import check_choice, check_int, check_positive, check_tensor
+from .._validate import check_bool, check_callable, check_choice, check_int, check_positive, check_tensor
 from .convergence import SolverConvergenceWarning, convergence_warnings_quiet
 
 STOP_MODES = ("rel", "abs")
@@ -104,13 +104,35 @@ def check_settings(where: str, max_iter: object, tol: object, stop_mode: object)
     check_choice(stop_mode, "stop_mode", where, STOP_MODES)
 
 
+def check_solver_result(result: object, z0: Tensor, where: str, solver: str) -> Tuple[Tensor, SolverInfo]:
+    """What a solver returned, checked against its contract: ``(z, info)``, z a tensor of z0's shape and dtype,
+    info a :class:`SolverInfo` (the contract of :func:`~deqlib.solvers.register_solver`)."""
+    contract = (
+        f"{where}: the {solver} must return (z, info) with z a tensor of the state's shape {tuple(z0.shape)} and info "
+        "a deqlib.solvers.SolverInfo (see deqlib.solvers.register_solver)"
+    )
+    if not isinstance(result, tuple) or len(result) != 2:
+        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+        raise TypeError(f"{contract}; got {got}")
+    z, info = result
+    if not isinstance(z, Tensor) or not isinstance(info, SolverInfo):
+        raise TypeError(f"{contract}; got ({type(z).__name__}, {type(info).__name__})")
+    if z.shape != z0.shape or z.dtype != z0.dtype:
+        raise ValueError(f"{contract}; got z of shape {tuple(z.shape)} and dtype {z.dtype} (state: {z0.dtype})")
+    return z, info
+
+
 def check_state(where: str, z0: object) -> Tensor:
     """Validate an initial state: a finite floating-point tensor with a non-empty batch dimension first."""
     return check_tensor(z0, "z0", where, floating=True, batch=True, finite=True)
 
 
-def check_common(name: str, z0: Tensor, max_iter: int, tol: float, stop_mode: str) -> None:
-    """Validate a solver call: the initial state and the shared settings (TypeError / ValueError, clear message)."""
+def check_common(
+    name: str, z0: Tensor, max_iter: int, tol: float, stop_mode: str, *, f: object, record: object
+) -> None:
+    """Validate a solver call: f, the initial state and the shared settings (TypeError / ValueError, clear message)."""
+    check_callable(f, "f", name, "as f(z) -> the next state")
+    check_bool(record, "record", name)
     check_state(name, z0)
     check_settings(name, max_iter, tol, stop_mode)
 

@@ -26,18 +26,15 @@ def register_solver(name: str, fn: Optional[SolverFn] = None, *, overwrite: bool
         ... def my_fp(f, z0, *, max_iter=50, tol=1e-4, stop_mode="rel", record=False):
         ...     return fixed_point(f, z0, max_iter=max_iter, tol=tol, stop_mode=stop_mode, record=record)
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"solver name must be a non-empty string, got {name!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"register_solver: name must be a non-empty str, got {type(name).__name__} {name!r}")
+    if not name:
+        raise ValueError("register_solver: name must be a non-empty str, got ''")
 
     def add(func: SolverFn) -> SolverFn:
         if not callable(func):
-            raise TypeError(f"solver {name!r} must be callable")
-        params = inspect.signature(func).parameters
-        missing = [p for p in _REQUIRED if p not in params]
-        if missing:
-            raise TypeError(
-                f"solver {name!r} lacks the keyword arguments {missing}: see deqlib.solvers.register_solver"
-            )
+            raise TypeError(f"register_solver: solver {name!r} must be callable, got {type(func).__name__}")
+        check_signature(func, "register_solver", name)
         if name in _SOLVERS and not overwrite and _SOLVERS[name] is not func:
             raise ValueError(f"a solver named {name!r} is already registered (pass overwrite=True to replace it)")
         _SOLVERS[name] = func
@@ -46,10 +43,42 @@ def register_solver(name: str, fn: Optional[SolverFn] = None, *, overwrite: bool
     return add if fn is None else add(fn)
 
 
+def check_signature(func: SolverFn, where: str, label: Optional[str] = None) -> SolverFn:
+    """Raise TypeError unless ``func`` takes the keyword arguments every solver is called with.
+
+    (A solver whose signature Python cannot inspect, e.g. some C functions, is accepted as it is.)
+    """
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return func
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return func
+    missing = [p for p in _REQUIRED if p not in params]
+    if missing:
+        label = label or getattr(func, "__name__", type(func).__name__)
+        raise TypeError(
+            f"{where}: solver {label!r} lacks the keyword arguments {missing}: a solver is called as "
+            "solver(f, z0, *, max_iter, tol, stop_mode, record) and returns (z, info) (see "
+            "deqlib.solvers.register_solver)"
+        )
+    return func
+
+
 def get_solver(name_or_fn: str | SolverFn) -> SolverFn:
-    """The solver registered as ``name_or_fn``, or the callable itself."""
+    """The solver registered as ``name_or_fn``, or the callable itself (its signature checked).
+
+    Raises:
+        TypeError: neither a name nor a callable, or a callable without the solver's keyword arguments.
+        ValueError: an unknown name.
+    """
     if callable(name_or_fn):
-        return name_or_fn
+        return check_signature(name_or_fn, "get_solver")
+    if not isinstance(name_or_fn, str):
+        raise TypeError(
+            f"get_solver: solver must be a registered name ({', '.join(sorted(_SOLVERS))}) or a solver callable, "
+            f"got {type(name_or_fn).__name__} {name_or_fn!r}"
+        )
     if name_or_fn not in _SOLVERS:
         raise ValueError(f"unknown solver {name_or_fn!r}; available: {', '.join(sorted(_SOLVERS))}")
     return _SOLVERS[name_or_fn]

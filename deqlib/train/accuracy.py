@@ -9,10 +9,10 @@ from torch import nn
 
 from .. import config
 from .._modules import model_device
-from .._validate import check_int
+from .._validate import check_device, check_int, check_labels_in_range, check_logits, check_module
 from ..diagnostics import convergence_report
 from ..solvers import quiet_convergence, warn_counts
-from .batches import as_dataset, make_loader, split_batch
+from .batches import as_dataset, check_data_labels, make_loader, num_classes_of, split_batch
 
 __all__ = ["evaluate_accuracy"]
 
@@ -31,6 +31,11 @@ def evaluate_accuracy(
     Returns:
         The fraction of correctly classified samples, in [0, 1].
 
+    Raises:
+        TypeError: a model that is not a module, bad data, labels that are not integers.
+        ValueError: labels outside [0, num_classes) of the model's logits (-100 included), another number of
+            labels than of images, outputs that are not logits (N, num_classes), an unknown device.
+
     Warns:
         SolverConvergenceWarning: once, if some samples' forward solves did not converge (instead of one warning
             per batch).
@@ -43,9 +48,15 @@ def evaluate_accuracy(
         True
     """
     where = "evaluate_accuracy"
+    check_module(model, where)
     check_int(batch_size, "batch_size", where, minimum=1)
+    check_device(device, where)
     data = as_dataset(data, f"{where}: data")
-    dev = config.select_device(device) if device is not None else model_device(model, config.select_device())
+    check_data_labels(data, where, "data", num_classes_of(data))
+    try:
+        dev = config.select_device(device) if device is not None else model_device(model, config.select_device())
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     model.to(dev)
     was_training = model.training
     model.eval()
@@ -55,7 +66,9 @@ def evaluate_accuracy(
             with quiet_convergence():
                 for batch in make_loader(data, batch_size, shuffle=False):
                     x, y = split_batch(batch, dev, where)
-                    correct += int((model(x).argmax(dim=1) == y).sum())
+                    logits = check_logits(model(x), int(x.shape[0]), where)
+                    check_labels_in_range(y, int(logits.shape[1]), where, "the labels y of a batch")
+                    correct += int((logits.argmax(dim=1) == y).sum())
                     total += int(y.numel())
     finally:
         model.train(was_training)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable as _Iterable
 from typing import Any, Dict, Iterable, List, Mapping
 
 __all__ = ["History"]
@@ -51,7 +52,13 @@ class History(dict):
         return len(self.get("epoch", []))
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Add one epoch's record (a dict metric -> value)."""
+        """Add one epoch's record (a dict metric -> value).
+
+        Raises:
+            TypeError: ``record`` is not a mapping of metric names to values.
+        """
+        if not isinstance(record, Mapping):
+            raise TypeError(f"History.append: record must be a dict metric -> value, got {type(record).__name__}")
         n = self.num_epochs
         for key, value in record.items():
             self.setdefault(key, [None] * n).append(value)
@@ -73,8 +80,25 @@ class History(dict):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Iterable[Any]]) -> "History":
-        """Rebuild from :meth:`to_dict`'s output."""
-        return cls({str(key): list(values) for key, values in data.items()})
+        """Rebuild from :meth:`to_dict`'s output.
+
+        Raises:
+            TypeError: ``data`` is not a mapping of metric names to lists.
+            ValueError: the lists have different lengths (one entry per epoch for every metric).
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"History.from_dict: data must be a dict metric -> list, got {type(data).__name__}")
+        out = {}
+        for key, values in data.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, _Iterable):
+                raise TypeError(
+                    f"History.from_dict: metric {key!r} must be a list (one entry per epoch), got {type(values).__name__}"
+                )
+            out[str(key)] = list(values)
+        lengths = {key: len(values) for key, values in out.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"History.from_dict: every metric needs one entry per epoch, got lengths {lengths}")
+        return cls(out)
 
     def __repr__(self) -> str:
         return f"History({dict.__repr__(self)})"

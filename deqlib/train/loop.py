@@ -3,6 +3,11 @@
 Determinism: all randomness of epoch ``e`` (shuffling, dropout, random attack starts, ...) is seeded from
 ``(seed, e)`` alone, so a run resumed from the checkpoint written at the end of any epoch ends with exactly the
 same weights as an uninterrupted run (on the same machine and device).
+
+Checkpoints: the path is checked (and its folder created) before the first epoch; each save keeps the previous
+checkpoint as ``<checkpoint>.bak`` (:func:`~deqlib.checkpoint.backup_path`); on resume, a checkpoint damaged from
+outside is replaced by its backup with a :class:`~deqlib.checkpoint.CheckpointWarning` (the epoch it lacks is trained
+again, to the same weights); the temporary files that a kill during a save left behind are removed.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple
@@ -20,11 +26,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .. import config
-from ..checkpoint import FIT_FORMAT, load_checkpoint, save_checkpoint
+from .._io import check_writable, remove_stale_temps
+from .._validate import check_labels_in_range, check_logits
+from ..checkpoint import FIT_FORMAT, backup_path, load_checkpoint, save_checkpoint
 from ..diagnostics import convergence_report
 from ..solvers import ConvergenceCounts, quiet_convergence, warn_counts
 from .accuracy import evaluate_accuracy
-from .batches import as_dataset, make_loader, split_batch
+from .batches import as_dataset, check_data_labels, make_loader, num_classes_of, split_batch
 from .history import History
 from .settings import FitSettings
 from .solve_stats import SolveStats
@@ -68,11 +76,13 @@ def fit(
         TypeError: unknown keyword arguments, a setting of the wrong type, bad data, or a loss_fn returning
             something else than a scalar loss.
         ValueError: a setting out of range (epochs, lr, batch_size, weight_decay, grad_clip, seed, unknown
-            optimizer or scheduler), or a checkpoint whose settings differ from this call's in a way that breaks
-            resume.
+            optimizer or scheduler); labels that are not class indices in [0, num_classes) (-100 included), or
+            another number of labels than of images; a checkpoint path that cannot be written (checked before the
+            first epoch); a checkpoint whose settings (the loss included) differ from this call's in a way that
+            breaks resume, or that holds more epochs than ``epochs``.
         FloatingPointError: the loss became NaN or Inf; nothing is saved for that epoch, so the last checkpoint
             is the last good one.
-        CheckpointError: the checkpoint exists but is corrupt.
+        CheckpointError: the checkpoint exists but is corrupt, and so is its backup (see the module's docstring).
 
     Example:
         >>> from deqlib import data, cells
@@ -83,8 +93,6 @@ def fit(
         ([1, 2], True)
     """
     s = FitSettings.build(settings, options)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fit: model must be an nn.Module, got {type(model).__name__}")
     run = _prepare(model, train_data, val_data, s)
     history, start = _restore(model, run, s)
     _train_epochs(model, run, s, history, start)
@@ -122,9 +130,16 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Optional[Any]
     record: Dict[str, Any]  # the settings stored in (and compared with) the checkpoint
+    num_classes: Optional[int] = None  # the training data's, when known (labels are checked against it)
+    resumed: bool = False  # restored from a checkpoint (its saves then keep a backup from the first one)
 
 
 def _prepare(model: nn.Module, train_data: Any, val_data: Any, s: FitSettings) -> _Run:
+    """Check everything (the checkpoint path included) before the first epoch; set up the data and the optimizer."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fit: model must be an nn.Module, got {type(model).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"fit: model ({type(model).__name__}) has no trainable parameters (requires_grad=True)")
     train_data = as_dataset(train_data, "fit: train_data")
     if val_data is not None:
         val_data = as_dataset(val_data, "fit: val_data")
@@ -136,13 +151,24 @@ def _prepare(model: nn.Module, train_data: Any, val_data: Any, s: FitSettings) -
         raise TypeError("fit: train_data must have a length (iterable-style data sets are not supported)") from e
     if n_batches == 0:
         raise ValueError("fit: train_data is empty")
-    device = config.select_device(s.device)
+    num_classes = num_classes_of(train_data)
+    check_data_labels(train_data, "fit", "train_data", num_classes)
+    if val_data is not None:
+        check_data_labels(val_data, "fit", "val_data", num_classes_of(val_data) or num_classes)
+    if s.checkpoint is not None:  # before the first epoch, not at its end
+        check_writable(s.checkpoint, "fit", "checkpoint")
+        remove_stale_temps(s.checkpoint)
+        remove_stale_temps(backup_path(s.checkpoint))
+    try:
+        device = config.select_device(s.device)
+    except ValueError as e:
+        raise ValueError(f"fit: {e}") from None
     config.seed_everything(s.seed)
     model.to(device)
     optimizer = _make_optimizer(s, model.parameters())
     scheduler = _make_scheduler(s, optimizer, s.epochs * n_batches)
     record = s.checkpoint_record(n_train=n_train, own_loader=own_loader)
-    return _Run(train_data, val_data, n_batches, device, optimizer, scheduler, record)
+    return _Run(train_data, val_data, n_batches, device, optimizer, scheduler, record, num_classes)
 
 
 def _make_optimizer(s: FitSettings, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -164,11 +190,18 @@ def _make_scheduler(s: FitSettings, optimizer: torch.optim.Optimizer, total_step
 def _restore(model: nn.Module, run: _Run, s: FitSettings) -> Tuple[History, int]:
     """Load ``s.checkpoint`` if it exists and ``s.resume``; return the history so far and the epochs done."""
     path = s.checkpoint
-    if path is None or not s.resume or not os.path.exists(path):
+    if path is None or not s.resume or not (os.path.exists(path) or os.path.exists(backup_path(path))):
         return History(), 0
-    state = load_checkpoint(path, map_location="cpu")
+    state = load_checkpoint(path, map_location="cpu", use_backup=True)  # the backup, with a warning, if damaged
     if state.get("format") != FIT_FORMAT:
         raise ValueError(f"fit: {path!r} is not a checkpoint written by fit (format {state.get('format')!r})")
+    start = int(state["epoch"])
+    if start > s.epochs:
+        raise ValueError(
+            f"fit: {path!r} holds {start} epochs, more than epochs={s.epochs}, and the weights of epoch {s.epochs} "
+            f"are not stored: pass epochs={start} (or more) to use it, another checkpoint path, or resume=False to "
+            f"train {s.epochs} epoch(s) from scratch"
+        )
     conflicts = s.resume_conflicts(state.get("settings", {}), run.record)
     if conflicts:
         raise ValueError(
@@ -180,7 +213,7 @@ def _restore(model: nn.Module, run: _Run, s: FitSettings) -> Tuple[History, int]
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise ValueError(f"fit: the model in {path!r} does not fit this model: {e}") from e
-    history, start = History.from_dict(state["history"]), int(state["epoch"])
+    history, run.resumed = History.from_dict(state["history"]), True
     if start < s.epochs:  # a finished run needs nothing else
         run.optimizer.load_state_dict(state["optimizer"])
         if run.scheduler is not None:
@@ -192,6 +225,9 @@ def _save(model: nn.Module, run: _Run, s: FitSettings, history: History, epochs_
     """Write the checkpoint of the end of an epoch, atomically (nothing when there is no checkpoint path)."""
     if s.checkpoint is None:
         return
+    keep = run.resumed or epochs_done > 1  # a fresh run's first save keeps no backup of another run's file
+    if not keep and os.path.isfile(backup_path(s.checkpoint)):
+        os.remove(backup_path(s.checkpoint))
     state = {
         "format": FIT_FORMAT,
         "model": model.state_dict(),
@@ -202,7 +238,7 @@ def _save(model: nn.Module, run: _Run, s: FitSettings, history: History, epochs_
         "seed": s.seed,
         "settings": run.record,
     }
-    save_checkpoint(s.checkpoint, state)
+    save_checkpoint(s.checkpoint, state, backup=keep)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -220,7 +256,7 @@ class _Meter:
         n = int(y.shape[0])
         self.loss_sum += loss * n
         self.seen += n
-        if logits is not None and logits.dim() >= 2 and logits.shape[0] == n:
+        if logits is not None:  # (n, C), checked by _unpack_loss
             self.correct += int((logits.detach().argmax(dim=1) == y).sum())
             self.counted += n
 
@@ -275,8 +311,20 @@ def _run_epoch(
 
 def _train_step(model: nn.Module, run: _Run, s: FitSettings, batch: Any, meter: _Meter, at: Tuple[int, int]) -> None:
     """One optimisation step on one batch; ``at`` = (0-based epoch, 0-based batch), for the error message."""
-    x, y = split_batch(batch, run.device)
-    loss, logits = _unpack_loss(s.loss(model, x, y))
+    x, y = split_batch(batch, run.device, "fit", run.num_classes)
+    try:
+        out = s.loss(model, x, y)
+    except IndexError as e:  # cross-entropy's "Target 12 is out of bounds": more labels than logits
+        if not re.search(r"Target -?\d+ is out of bounds", str(e)):
+            raise
+        lo, hi = (int(v) for v in torch.aminmax(y))
+        raise ValueError(
+            f"fit: the loss failed on the labels of batch {at[1] + 1} (values in [{lo}, {hi}]): {e} The labels must be "
+            "class indices below the number of the model's logits."
+        ) from e
+    loss, logits = _unpack_loss(out, int(x.shape[0]))
+    if logits is not None:
+        check_labels_in_range(y, int(logits.shape[1]), "fit", "the labels y of a batch")
     value = float(loss.detach())
     if not math.isfinite(value):
         epoch, b = at
@@ -297,7 +345,7 @@ def _train_step(model: nn.Module, run: _Run, s: FitSettings, batch: Any, meter: 
     meter.add(value, y, logits)
 
 
-def _unpack_loss(out: Any) -> Tuple[Tensor, Optional[Tensor]]:
+def _unpack_loss(out: Any, n: int) -> Tuple[Tensor, Optional[Tensor]]:
     if isinstance(out, (tuple, list)):
         if len(out) != 2:
             raise TypeError(f"fit: loss_fn must return loss or (loss, logits), got a sequence of {len(out)}")
@@ -309,6 +357,6 @@ def _unpack_loss(out: Any) -> Tuple[Tensor, Optional[Tensor]]:
             f"fit: loss_fn must return a scalar tensor loss (or (loss, logits)), got {type(loss).__name__}"
             + (f" of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else "")
         )
-    if logits is not None and not isinstance(logits, Tensor):
-        raise TypeError(f"fit: the logits returned by loss_fn must be a tensor or None, got {type(logits).__name__}")
+    if logits is not None:
+        check_logits(logits, n, "fit", "loss_fn (returning (loss, logits))")
     return loss.reshape(()), logits

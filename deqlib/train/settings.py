@@ -17,17 +17,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from .._io import check_path
 from .._validate import (
     check_bool,
     check_callable,
     check_choice,
+    check_device,
     check_int,
     check_nonnegative,
     check_positive,
@@ -116,13 +121,10 @@ class FitSettings:
         if self.grad_clip is not None:
             put("grad_clip", check_positive(self.grad_clip, "grad_clip", _WHERE))
         if self.checkpoint is not None:
-            if not isinstance(self.checkpoint, (str, os.PathLike)):
-                raise TypeError(f"fit: checkpoint must be a path or None, got {type(self.checkpoint).__name__}")
-            put("checkpoint", os.fspath(self.checkpoint))
+            put("checkpoint", check_path(self.checkpoint, _WHERE, "checkpoint"))
         put("resume", check_bool(self.resume, "resume", _WHERE))
         put("seed", check_seed(self.seed, _WHERE))
-        if self.device is not None and not isinstance(self.device, (str, torch.device)):
-            raise TypeError(f"fit: device must be a string, a torch.device or None, got {type(self.device).__name__}")
+        check_device(self.device, _WHERE)
         put("progress", check_bool(self.progress, "progress", _WHERE))
         if self.log is not None:
             check_callable(self.log, "log", _WHERE, "receiving a dict")
@@ -170,12 +172,56 @@ class FitSettings:
             "n_train": int(n_train),
             "own_loader": bool(own_loader),
             "loss_fn": getattr(self.loss, "__qualname__", type(self.loss).__name__),
+            "loss": describe_loss(self.loss),
         }
 
     def resume_conflicts(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
-        """``"key: checkpoint a, now b"`` for each resume key where ``saved`` and ``current`` records differ."""
-        return [
+        """``"key: checkpoint a, now b"`` for each resume key where ``saved`` and ``current`` records differ.
+
+        The loss is compared by :func:`describe_loss` (its name and parameters); a checkpoint written before that
+        description was stored is compared by the loss's name only.
+        """
+        out = [
             f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}"
             for k in self.resume_keys()
             if saved.get(k) != current[k]
         ]
+        key = "loss" if saved.get("loss") is not None else "loss_fn"
+        if saved.get(key) is not None and saved[key] != current[key]:
+            out.append(f"loss_fn: checkpoint {saved[key]!r}, now {current[key]!r}")
+        return out
+
+
+_ADDRESS = re.compile(r" (object )?at 0x[0-9a-fA-F]+")
+
+
+def describe_loss(fn: Any) -> str:
+    """A stable description of a loss: its name and its parameters (from its repr or its attributes).
+
+    It is what a checkpoint stores and compares on resume, so that a run is not resumed with another loss. The
+    module is left out: the same function is ``__main__.my_loss`` in a script and ``train.my_loss`` when imported.
+
+    Example:
+        >>> from deqlib.losses import PGDAT, cross_entropy
+        >>> describe_loss(cross_entropy)
+        'cross_entropy'
+        >>> describe_loss(PGDAT(eps=0.1, alpha=0.025, steps=3))
+        "PGDAT(eps=0.1, alpha=0.025, steps=3, norm='Linf', random_start=True)"
+    """
+    if isinstance(fn, functools.partial):
+        args = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in sorted(fn.keywords.items())]
+        return _ADDRESS.sub("", f"functools.partial({describe_loss(fn.func)}, {', '.join(args)})")
+    if isinstance(fn, types.MethodType):
+        return f"{describe_loss(fn.__self__)}.{fn.__func__.__name__}"
+    if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)):
+        return fn.__qualname__
+    cls = type(fn)
+    name = cls.__qualname__
+    if cls.__repr__ is not object.__repr__:
+        text = " ".join(_ADDRESS.sub("", repr(fn)).split())
+        return text if text.startswith(cls.__name__) else f"{name} {text}"
+    simple = (int, float, str, bool, type(None), tuple)
+    params = {
+        k: v for k, v in sorted(getattr(fn, "__dict__", {}).items()) if not k.startswith("_") and isinstance(v, simple)
+    }
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
