@@ -70,16 +70,40 @@ def check_writable(path: object, where: str, name: str = "path", *, create: bool
     return target
 
 
+def temp_prefix(name: str) -> str:
+    """The prefix of this process's temporary files for ``name``: ``.<name>.<pid>.`` (mkstemp adds 8 characters)."""
+    return f".{name}.{os.getpid()}."
+
+
 def _temp_pattern(name: str) -> "re.Pattern[str]":
-    # tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp"): 8 random characters of [a-z0-9_]
-    return re.compile(rf"^\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp$")
+    # .<name>.<pid>.<8 random characters of [a-z0-9_]>.tmp; the <pid>. part is absent in files of older versions
+    return re.compile(rf"^\.{re.escape(name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp$")
+
+
+def _writer_alive(pid: Optional[str]) -> bool:
+    """Whether the process that made a temporary file may still be writing it (then it must not be removed)."""
+    if pid is None:  # a file of an older version, which did not record its writer
+        return False
+    if int(pid) == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows: keep the file
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, OverflowError):  # exists but not ours, or not a valid pid: keep the file
+        return True
+    return True
 
 
 def remove_stale_temps(path: PathLike) -> List[str]:
     """Remove the temporary files that an interrupted write of ``path`` left in its folder; return their names.
 
-    Only names of the exact form ``.<name>.<8 random characters>.tmp`` are removed (a write of another file never
-    matches). Writing the same file from two processes at once is not supported.
+    Only names of the exact form ``.<name>.<pid>.<8 random characters>.tmp`` are considered (a write of another file
+    never matches), and only those whose writing process no longer runs are removed: a reader or a second writer
+    never deletes a write in progress (on Windows, where that cannot be checked, only files of older versions,
+    without a pid, are removed).
 
     Example:
         >>> import tempfile, os
@@ -96,7 +120,8 @@ def remove_stale_temps(path: PathLike) -> List[str]:
     except OSError:
         return removed
     for entry in sorted(entries):
-        if pattern.match(entry):
+        match = pattern.match(entry)
+        if match and not _writer_alive(match.group(1)):
             try:
                 os.unlink(target.parent / entry)
                 removed.append(entry)
@@ -136,7 +161,7 @@ def atomic_write(
     path = check_writable(path, where)
     folder = path.parent
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(folder))
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=str(folder))
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

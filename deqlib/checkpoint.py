@@ -44,7 +44,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from ._io import atomic_write, check_path, check_writable, remove_stale_temps
+from ._io import atomic_write, check_path, check_writable, remove_stale_temps, temp_prefix
 from ._validate import check_bool, check_device
 
 __all__ = [
@@ -146,7 +146,7 @@ def _keep_backup(path: Path) -> None:
     if not path.is_file() or _damage(str(path)) is not None:
         return  # nothing to keep, or a damaged file that must not replace a good backup
     bak = Path(backup_path(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{bak.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(bak.name), suffix=".tmp", dir=str(path.parent))
     os.close(fd)
     try:
         os.unlink(tmp)

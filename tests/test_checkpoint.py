@@ -348,3 +348,32 @@ def test_a_kill_during_a_save_leaves_the_old_file_and_a_temp_that_the_next_save_
         warnings.simplefilter("error")
         save_checkpoint(path, {"epoch": 2})
     assert temps(tmp_path) == [] and load_checkpoint(path)["epoch"] == 2
+
+
+def test_a_temporary_file_of_a_live_writer_is_never_removed(tmp_path):
+    """A reader (load with use_backup, fit's resume) or a second save must not delete a write in progress: only the
+    temporary files of writers that no longer run are stale."""
+    path = tmp_path / "run.pt"
+    alive = tmp_path / f".run.pt.{os.getpid()}.abcd1234.tmp"  # this process: alive
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".run.pt.{int(child.stdout)}.abcd1234.tmp"  # a finished (reaped) process
+    for f in (alive, dead):
+        f.write_bytes(b"partial")
+    assert remove_stale_temps(path) == [dead.name]
+    assert alive.exists()
+
+
+def test_a_reader_during_a_save_does_not_break_the_save(tmp_path, monkeypatch):
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, {"epoch": 2})
+    real_save = torch.save
+
+    def save_with_a_reader(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        assert load_checkpoint(path, use_backup=True)["epoch"] == 2  # another process reads meanwhile
+        assert len(temps(tmp_path)) == 1  # ... and leaves the temporary file of this save alone
+
+    monkeypatch.setattr(torch, "save", save_with_a_reader)
+    save_checkpoint(path, {"epoch": 3})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(path)["epoch"] == 3 and temps(tmp_path) == []
