@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
+from _broken_logits import LinearClassifier
 from torch import nn
 
 import deqlib.attacks as A
@@ -482,19 +483,6 @@ def test_robust_accuracy_refuses_an_attack_that_leaves_the_ball(model, batch):
 
 
 # ---------------------------------------------------------------------------------------------------- issue 16: bad input
-class _Linear(nn.Module):
-    """10 classes of 8x8 images; ``shape`` breaks its logits as a wrong model would."""
-
-    def __init__(self, shape: str = "ok"):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc, self.shape = nn.Linear(64, 10), shape
-
-    def forward(self, x):
-        out = self.fc(x.flatten(1))
-        return {"ok": out, "flat": out.flatten(), "3d": out[:, :, None], "batch": out[:1]}[self.shape]
-
-
 _X, _Y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
 
 
@@ -512,8 +500,8 @@ def test_n_classes_must_match_the_models_logits(build, n_classes):
     """Before issue 16 an APGD-T built for 5 classes ran silently on a 10-class model (targeting 4 of its 9 other
     classes); the first logits of a call now say so, before any gradient."""
     with pytest.raises(ValueError, match=rf"n_classes = {n_classes} but the model returns 10 logits"):
-        build(_Linear(), n_classes)(_X, _Y)
-    assert build(_Linear(), 10)(_X, _Y).shape == _X.shape
+        build(LinearClassifier(), n_classes)(_X, _Y)
+    assert build(LinearClassifier(), 10)(_X, _Y).shape == _X.shape
 
 
 @pytest.mark.parametrize(
@@ -532,14 +520,14 @@ def test_n_classes_must_match_the_models_logits(build, n_classes):
 )
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd_ce", "square"])
 def test_attack_calls_check_the_labels(name, labels, error, match):
-    atk = make_attack(name, _Linear(), 0.1, **({"n_queries": 2} if name == "square" else {}))
+    atk = make_attack(name, LinearClassifier(), 0.1, **({"n_queries": 2} if name == "square" else {}))
     with pytest.raises(error, match=match):
         atk(_X, labels)
 
 
 @pytest.mark.parametrize("shape, got", [("flat", r"\(40,\)"), ("3d", r"\(4, 10, 1\)"), ("batch", r"\(1, 10\)")])
 def test_attack_calls_and_robust_accuracy_check_the_logits(shape, got):
-    model = _Linear(shape)
+    model = LinearClassifier(shape)
     pattern = rf"must return logits of shape \(N, num_classes\) = \(4, C\) with C >= 2, got {got}"
     with pytest.raises(ValueError, match="pgd: the model " + pattern):
         A.pgd(model, 0.1, steps=1)(_X, _Y)
@@ -561,13 +549,13 @@ def test_attack_calls_and_robust_accuracy_check_the_logits(shape, got):
 )
 def test_robust_accuracy_checks_the_labels(labels, error, match):
     """Before issue 16: IndexError from inside torchattacks, or (-100, floats truncated by .long()) a number."""
-    model = _Linear()
+    model = LinearClassifier()
     with pytest.raises(error, match=match):
         robust_accuracy(model, A.pgd(model, 0.1, steps=1), (_X, labels))
 
 
 def test_robust_accuracy_and_predict_validate_their_arguments():
-    model = _Linear()
+    model = LinearClassifier()
     atk = A.pgd(model, 0.1, steps=1)
     with pytest.raises(TypeError, match="robust_accuracy: model must be a torch.nn.Module"):
         robust_accuracy(object(), atk, (_X, _Y))

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from _broken_logits import LinearClassifier
 from _digits_deq import trained_mlp
 from torch import nn
 
@@ -184,19 +185,6 @@ def test_battery_validates(model, batch):
 
 
 # ---------------------------------------------------------------------------------------------------- issue 16: bad input
-class _Linear(nn.Module):
-    """10 classes of 8x8 images; ``shape`` breaks its logits as a wrong model would."""
-
-    def __init__(self, shape: str = "ok"):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc, self.shape = nn.Linear(64, 10), shape
-
-    def forward(self, x):
-        out = self.fc(x.flatten(1))
-        return {"ok": out, "flat": out.flatten(), "3d": out[:, :, None], "batch": out[:1]}[self.shape]
-
-
 _X, _Y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
 _TINY = {"apgd_steps": 1, "fab_steps": 1, "square_queries": 2, "pgd_steps": 1, "n_target_classes": 1}
 
@@ -213,7 +201,7 @@ _TINY = {"apgd_steps": 1, "fab_steps": 1, "square_queries": 2, "pgd_steps": 1, "
 def test_battery_checks_the_labels(labels, error, match):
     """Before issue 16 all three ran the battery and reported a number (label 10 counted as misclassified)."""
     with pytest.raises(error, match="^strongest_attack: .*" + match):
-        strongest_attack(_Linear(), _X, labels, [0.1], budgets=_TINY)
+        strongest_attack(LinearClassifier(), _X, labels, [0.1], budgets=_TINY)
 
 
 @pytest.mark.parametrize("shape, got", [("flat", r"\(40,\)"), ("3d", r"\(4, 10, 1\)"), ("batch", r"\(1, 10\)")])
@@ -222,13 +210,13 @@ def test_battery_checks_the_logits(shape, got):
     logits broadcast against every label)."""
     pattern = rf"^strongest_attack: the model must return logits of shape \(N, num_classes\) = \(4, C\) .* got {got}"
     with pytest.raises(ValueError, match=pattern):
-        strongest_attack(_Linear(shape), _X, _Y, [0.1], budgets=_TINY)
+        strongest_attack(LinearClassifier(shape), _X, _Y, [0.1], budgets=_TINY)
 
 
 def test_battery_eps_list_and_state_indices_are_checked():
     with pytest.raises(TypeError, match=r"^strongest_attack: eps_list must be a sequence of radii .* got str '0.1'"):
-        strongest_attack(_Linear(), _X, _Y, "0.1")
+        strongest_attack(LinearClassifier(), _X, _Y, "0.1")
     with pytest.raises(
         TypeError, match="^strongest_attack: state_indices must be None or a sequence of ints, got int 3"
     ):
-        strongest_attack(_Linear(), _X, _Y, [0.1], budgets={"state_indices": 3})
+        strongest_attack(LinearClassifier(), _X, _Y, [0.1], budgets={"state_indices": 3})

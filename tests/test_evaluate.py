@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from _broken_logits import LinearClassifier
 from torch import nn
 
 from deqlib.cells import classifier_for
@@ -339,19 +340,6 @@ def test_gradient_probe_fails_a_tiny_nonzero_gradient(model, batch):
 
 
 # ---------------------------------------------------------------------------------------------------- issue 16: bad input
-class _Linear(nn.Module):
-    """10 classes of 8x8 images; ``shape`` breaks its logits as a wrong model would."""
-
-    def __init__(self, shape: str = "ok"):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc, self.shape = nn.Linear(64, 10), shape
-
-    def forward(self, x):
-        out = self.fc(x.flatten(1))
-        return {"ok": out, "flat": out.flatten(), "3d": out[:, :, None], "batch": out[:1]}[self.shape]
-
-
 _X, _Y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
 _PGD1 = [("pgd", {"steps": 1})]
 _BAD_LABELS = [
@@ -365,19 +353,19 @@ _LABEL_IDS = ["label 10 of 10 classes", "label -100", "float labels"]
 def test_evaluate_robustness_eps_list_must_be_a_sequence():
     """Before issue 16 the string "0.1" was iterated: "eps must be a real number, got str '0'"."""
     with pytest.raises(TypeError, match=r"^evaluate_robustness: eps_list must be a sequence of radii .* got str '0.1'"):
-        evaluate_robustness(_Linear(), _X, _Y, _PGD1, "0.1")
+        evaluate_robustness(LinearClassifier(), _X, _Y, _PGD1, "0.1")
     with pytest.raises(TypeError, match="^check_monotone_eps: eps_list must be a sequence of radii"):
-        check_monotone_eps(_Linear(), _X, _Y, "0.1")
+        check_monotone_eps(LinearClassifier(), _X, _Y, "0.1")
     with pytest.raises(TypeError, match="^evaluate_robustness: attacks must be a name, a .name, params. pair"):
-        evaluate_robustness(_Linear(), _X, _Y, 5, [0.1])
+        evaluate_robustness(LinearClassifier(), _X, _Y, 5, [0.1])
     with pytest.raises(TypeError, match="^evaluate_robustness: attack spec .* the parameters must be a dict"):
-        evaluate_robustness(_Linear(), _X, _Y, [("pgd", "steps=1")], [0.1])
+        evaluate_robustness(LinearClassifier(), _X, _Y, [("pgd", "steps=1")], [0.1])
 
 
 @pytest.mark.parametrize("labels, error, match", _BAD_LABELS, ids=_LABEL_IDS)
 def test_evaluations_check_the_labels(labels, error, match):
     """Before issue 16: a raw IndexError, or (-100; floats truncated by .long()) a silent number."""
-    model = _Linear()
+    model = LinearClassifier()
     with pytest.raises(error, match="^evaluate_robustness: .*" + match):
         evaluate_robustness(model, _X, labels, _PGD1, [0.1])
     with pytest.raises(error, match=match):
@@ -390,14 +378,14 @@ def test_evaluations_check_the_labels(labels, error, match):
 def test_evaluations_check_the_logits(shape, got):
     pattern = rf"the model must return logits of shape \(N, num_classes\) = \(4, C\) with C >= 2, got {got}"
     with pytest.raises(ValueError, match="^evaluate_robustness: " + pattern):
-        evaluate_robustness(_Linear(shape), _X, _Y, _PGD1, [0.1])
+        evaluate_robustness(LinearClassifier(shape), _X, _Y, _PGD1, [0.1])
     with pytest.raises(ValueError, match=pattern):
-        masking_checks(_Linear(shape), _X, _Y, 0.1, budget=0.01)
+        masking_checks(LinearClassifier(shape), _X, _Y, 0.1, budget=0.01)
 
 
 def test_masking_checks_refuse_what_evaluate_robustness_refuses():
     """Negative tol_samples / max_gap / seed: refused, as evaluate_robustness refuses a negative seed."""
-    model = _Linear()
+    model = LinearClassifier()
     with pytest.raises(ValueError, match="^masking_checks: tol_samples must be an int >= 0, got -1"):
         masking_checks(model, _X, _Y, 0.1, tol_samples=-1)
     with pytest.raises(ValueError, match="^masking_checks: max_gap must be a finite number >= 0"):

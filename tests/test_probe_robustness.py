@@ -25,7 +25,7 @@ if __name__ == "__main__":  # run as a script: probe this checkout's deqlib, not
 
 import pytest
 import torch
-from torch import nn
+from _broken_logits import LinearClassifier
 
 from deqlib import dynamics, losses, threat
 from deqlib.attacks import (
@@ -64,27 +64,13 @@ class Case(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------------- the inputs
-class _Linear(nn.Module):
-    """A 10-class linear classifier of 8x8 images; ``shape`` makes it return broken logits."""
-
-    def __init__(self, shape: str = "ok") -> None:
-        super().__init__()
-        self.shape = shape
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x):
-        out = self.fc(x.flatten(1))
-        if self.shape == "flat":
-            return out.flatten()
-        if self.shape == "3d":
-            return out[:, :, None]
-        if self.shape == "batch":
-            return out[:1]
-        return out
-
-
 torch.manual_seed(0)
-MODEL, FLAT, THREE_D, ONE_ROW = _Linear(), _Linear("flat"), _Linear("3d"), _Linear("batch")
+MODEL, FLAT, THREE_D, ONE_ROW = (
+    LinearClassifier(),
+    LinearClassifier("flat"),
+    LinearClassifier("3d"),
+    LinearClassifier("batch"),
+)
 DEQ_MODEL = mlp_classifier((1, 8, 8), 10, mean=(0.3,), std=(0.4,), width=8, max_iter=6)
 X = torch.rand(4, 1, 8, 8)
 Y = torch.tensor([0, 1, 2, 3])

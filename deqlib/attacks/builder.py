@@ -10,7 +10,7 @@ API map:
   records ``_deqlib_name`` / ``_deqlib_params``;
 * :data:`AUTOATTACK_STANDARD`: the official parameters of the AutoAttack "standard" set;
 * the guarded torchattacks subclasses it builds (:class:`FGSMAttack`, :class:`PGDAttack`, ...) live in
-  :mod:`deqlib.attacks.guarded` (re-exported here): the checks of every call (images, labels, the model's logits,
+  :mod:`deqlib.attacks.guarded`: the checks of every call (images, labels, the model's logits,
   ``n_classes``), eps = 0, the gradient switch and the final projection.
 """
 
@@ -64,14 +64,6 @@ __all__ = [
     "DEQLIB",
     "REQUIRED",
     "build_attack",
-    "FGSMAttack",
-    "PGDAttack",
-    "PGDL2Attack",
-    "CWAttack",
-    "APGDAttack",
-    "APGDTAttack",
-    "FABAttack",
-    "SquareAttack",
 ]
 
 #: The official AutoAttack "standard" parameters (Croce & Hein 2020; fra31/auto-attack, set_version("standard")).
