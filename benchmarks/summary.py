@@ -424,11 +424,54 @@ def notebooks_section(res: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def warmstart_section(res: Dict[str, Any]) -> List[str]:
+    st, aa, ep = res["settings"], res["autoattack"], res["pgd_at_epoch"]
+    lines = [
+        "## Warm starts",
+        "",
+        f"Run: {_meta_line(res['meta'])}.",
+        "",
+        f"`{st['attack']}` on {st['digits']} mnist5k test digits, on a DEQ trained with PGD-AT "
+        f"({', '.join(f'{k}={v}' for k, v in st['pgd_at'].items())}, {st['train_epochs']} epochs), with deqlib's warm "
+        "starts (the default) and inside `warm_starts(model, enabled=False)`, in one run. Verdicts: the robust / "
+        f"non-robust verdict per digit differs on **{res['verdicts_differ']}** of {st['digits']} digits.",
+        "",
+    ]
+    rows = []
+    for name in ("warm", "cold"):
+        r = aa[name]
+        pool = r["pool_stats"] or {}
+        rows.append(
+            [
+                name,
+                f"{r['seconds']:.1f}",
+                f"{100 * r['robust_accuracy']:.1f} %",
+                f"{100 * r['forward_converged_fraction']:.2f} %",
+                f"{100 * r['adjoint_converged_fraction']:.2f} %",
+                f"{pool.get('warm', 0)} / {pool.get('warm', 0) + pool.get('cold', 0)}" if pool else "off",
+            ]
+        )
+    lines += _table(
+        ["AutoAttack", "seconds", "robust acc.", "forward converged", "adjoint converged", "warm rows"], rows
+    )
+    lines += [
+        "",
+        f"Time ratio warm / cold: **{res['autoattack_time_ratio_warm_over_cold']:.2f}**. One PGD-AT epoch "
+        f"from the same initial weights: {ep['warm']['seconds']:.1f} s warm, {ep['cold']['seconds']:.1f} s cold "
+        f"(ratio **{res['pgd_at_epoch_time_ratio_warm_over_cold']:.2f}**; training loss {ep['warm']['train_loss']:.3f} "
+        f"vs {ep['cold']['train_loss']:.3f}; mean solver steps per sample {ep['warm']['solver_steps']:.1f} vs "
+        f"{ep['cold']['solver_steps']:.1f}).",
+        "",
+    ]
+    return lines
+
+
 SECTIONS = [
     ("solvers", solvers_section),
     ("speedups", speedups_section),
     ("backward", backward_section),
     ("training", training_section),
+    ("warmstart", warmstart_section),
     ("notebooks", notebooks_section),
 ]
 

@@ -59,6 +59,7 @@ from .solvers import (
     register_solver,
 )
 from .train import History, evaluate_accuracy, fit
+from .warm_start import WarmStartPool, warm_starts
 
 __version__ = "0.1.0"
 
@@ -90,6 +91,8 @@ __all__ = [
     "available_solvers",
     # the layer and its cells
     "DEQ",
+    "warm_starts",
+    "WarmStartPool",
     "MLPCell",
     "ConvCell",
     "Normalize",

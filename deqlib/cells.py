@@ -233,7 +233,7 @@ class DEQClassifier(nn.Module):
         return self.head(z)
 
     def solve(self, x: Tensor, **kwargs: Any):
-        """``(z*, info)`` without gradients; ``info.trajectory`` holds the states (see :meth:`DEQ.solve`)."""
+        """``(z*, info)`` without gradients; ``info.trajectory`` holds the states (see :meth:`deqlib.deq.DEQ.solve`)."""
         with torch.no_grad():
             return self.deq.solve(self.inject(x), **kwargs)
 

@@ -179,8 +179,8 @@ def save_checkpoint(path: PathLike, state: Mapping[str, Any], *, backup: bool = 
         TypeError: ``state`` is not a mapping, or holds a value that ``torch.load(weights_only=True)`` cannot load
             back (the message names its key); nothing is written then.
         ValueError: ``path`` is a folder, or inside a file, or its folder cannot be written.
-        Whatever ``torch.save`` or the file system raise; the previous file at ``path`` is then untouched
-        and the temporary file is removed.
+        OSError: whatever ``torch.save`` or the file system raise; the previous file at ``path`` is then
+            untouched and the temporary file is removed.
 
     Example:
         >>> import tempfile, os, torch

@@ -2,13 +2,14 @@
 
 The forward value is z*, the solver's result, whatever the gradient: the gradient mode changes only the backward
 (so an attack under one gradient optimises the function that ``predict`` evaluates). Gradients:
-    ``"ift"``: implicit function theorem. The backward replaces the incoming gradient v by the solution g of the
-        adjoint fixed point g = J^T g + v (J = df/dz at z*), solved by a configurable solver with vector-Jacobian
-        products; autograd then carries g^T df/dtheta and g^T df/dx (through one application of f at z*, whose
-        value is not used). Memory does not grow with the number of forward iterations.
-    ``"phantom"``: the gradient of k damped steps z <- (1 - tau) z + tau f(z, x) from the detached z*
-        (Geng et al. 2021), attached to z* (the value of those steps is not used).
-    ``"unroll"``: the solver itself runs with autograd on, so the gradient is exact for the iterations taken.
+
+- ``"ift"``: implicit function theorem. The backward replaces the incoming gradient v by the solution g of the
+  adjoint fixed point g = J^T g + v (J = df/dz at z*), solved by a configurable solver with vector-Jacobian
+  products; autograd then carries g^T df/dtheta and g^T df/dx (through one application of f at z*, whose
+  value is not used). Memory does not grow with the number of forward iterations.
+- ``"phantom"``: the gradient of k damped steps z <- (1 - tau) z + tau f(z, x) from the detached z*
+  (Geng et al. 2021), attached to z* (the value of those steps is not used).
+- ``"unroll"``: the solver itself runs with autograd on, so the gradient is exact for the iterations taken.
 
 The forward value does not depend on ``train()`` / ``eval()``, nor on whether autograd is on, except by round-off
 for ``grad="unroll"`` with Anderson or Broyden, which then iterate with their list-based (autograd) implementation
@@ -66,14 +67,15 @@ class _ImplicitBackward(torch.autograd.Function):
     """Returns z* (the value of ``z_in``); in the backward, solves g = J^T g + v and passes g on to f(z*)."""
 
     @staticmethod
-    def forward(ctx: Any, f_out: Tensor, z_in: Tensor, deq: "DEQ") -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, f_out: Tensor, z_in: Tensor, deq: "DEQ", warm: Any) -> Tensor:  # type: ignore[override]
         ctx.deq = deq
         ctx.z_in = z_in
         ctx.f_out = f_out
+        ctx.warm = warm  # None, or (pool, slots): start the adjoint solve from the pool's last adjoint solutions
         return z_in.detach().clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], None, None, None]:  # type: ignore[override]
         deq: DEQ = ctx.deq
         f_out, z_in = ctx.f_out, ctx.z_in
 
@@ -82,11 +84,14 @@ class _ImplicitBackward(torch.autograd.Function):
             return vjp + grad
 
         solver = get_solver(deq.backward_solver)
-        result = solver(adjoint, grad, **{"record": False, **deq.backward_options})
+        g0 = grad if ctx.warm is None else ctx.warm[0].initial_adjoint(ctx.warm[1], grad)
+        result = solver(adjoint, g0, **{"record": False, **deq.backward_options})
         g, info = check_solver_result(result, grad, "DEQ (IFT backward)", deq._solver_label("backward"))
+        if ctx.warm is not None:
+            ctx.warm[0].store_adjoint(ctx.warm[1], g)
         deq._last_backward_info = info
         deq._report("backward", info)
-        return g, None, None
+        return g, None, None, None
 
 
 def _check_solver(solver: object, name: str) -> str | Callable:
@@ -118,7 +123,7 @@ def _first_floating_tensor(cell: object) -> Optional[Tensor]:
 class DEQ(nn.Module):
     """A deep equilibrium layer around a cell ``cell(z, x) -> next z``.
 
-    Calling it on x returns the equilibrium state (N, *state). The initial state is zeros of
+    Calling it on x returns the equilibrium state ``(N, *state)``. The initial state is zeros of
     ``cell.state_shape(x)`` when the cell defines it, else of x's shape, unless ``z0`` is given.
 
     Args:
@@ -213,6 +218,10 @@ class DEQ(nn.Module):
         self.last_trajectory: Optional[Tensor] = None
         self.last_jacobian_loss: Optional[Tensor] = None
         self._last_backward_info: Optional[SolverInfo] = None
+        # deqlib.warm_start: the pool of recent solutions inside a warm_starts() block (None outside), and whether
+        # an enclosing warm_starts(model, enabled=False) forbids one.
+        self.warm_start: Optional[Any] = None
+        self.warm_start_allowed = True
 
     # ------------------------------------------------------------------ settings
     @property
@@ -321,16 +330,20 @@ class DEQ(nn.Module):
             return self.cell(z, x)
 
         self.last_jacobian_loss = None
-        if self.grad == "unroll" and torch.is_grad_enabled():
+        if self.grad == "unroll" and torch.is_grad_enabled():  # never warm-started: the gradient is of these steps
             z_star, info = self._solve(f, z_init, self.record)
             self._store(info)
             if self.jac_reg_samples:
                 self._jacobian_loss(z_star.detach(), x)
             return z_star
 
+        pool = self.warm_start if z0 is None else None
+        if pool is not None:
+            z_init, slots = pool.initial_state(x, z_init)
         with torch.no_grad():
             z_star, info = self._solve(f, z_init, self.record)
         self._store(info)
+        warm = None if pool is None else (pool, pool.store(x, z_star, slots))
         if self.grad == "unroll" or not torch.is_grad_enabled():
             return z_star
         if self.grad == "phantom":
@@ -344,7 +357,7 @@ class DEQ(nn.Module):
         f_out = self.cell(z_in, x)
         if self.jac_reg_samples:
             self._jacobian_loss(z_in, x, f_out)
-        return _ImplicitBackward.apply(f_out, z_in, self)
+        return _ImplicitBackward.apply(f_out, z_in, self, warm)
 
     def _store(self, info: SolverInfo) -> None:
         self.last_info = info

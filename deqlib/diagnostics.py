@@ -100,7 +100,7 @@ class ConvergenceReport:
     """What :func:`convergence_report` yields: the solves of all DEQs of a model during the ``with`` block.
 
     ``counts`` is a :class:`~deqlib.solvers.ConvergenceCounts` (live inside the block, final after it);
-    :meth:`as_dict` gives ``forward_nonconverged_fraction``, ``backward_nonconverged_fraction`` (``None`` where
+    ``as_dict()`` gives ``forward_nonconverged_fraction``, ``backward_nonconverged_fraction`` (``None`` where
     no sample was solved), ``forward_solves``, ``backward_solves`` and the sample counts behind the fractions.
     """
 

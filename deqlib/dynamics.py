@@ -41,7 +41,7 @@ def solver_iterate(deq: nn.Module, u: Tensor, steps: int, z0: Optional[Tensor] =
         z0: the state to start from (e.g. to continue a solve); default the DEQ's initial state.
 
     Returns:
-        (N, *state), detached.
+        ``(N, *state)``, detached.
     """
     where = "solver_iterate"
     if not callable(getattr(deq, "solve", None)):
@@ -55,7 +55,7 @@ def solver_iterate(deq: nn.Module, u: Tensor, steps: int, z0: Optional[Tensor] =
 
 
 def solver_trajectory(model: nn.Module, u: Tensor, steps: int, **overrides: Any) -> Tuple[Tensor, Any]:
-    """z_0..z_steps of a DEQ classifier's solver on injection u, (steps + 1, N, *state), and its info; no graph.
+    """z_0..z_steps of a DEQ classifier's solver on injection u, ``(steps + 1, N, *state)``, and its info; no graph.
 
     A solver stops once every sample has converged; the missing entries then repeat the last one, as the
     trajectory already does for a sample that stopped earlier than the others.
@@ -73,7 +73,7 @@ def solver_trajectory(model: nn.Module, u: Tensor, steps: int, **overrides: Any)
 
 
 def head_on_states(model: nn.Module, states: Tensor) -> Tensor:
-    """The head on (K, N, *state) states, as one batch: (K, N, C)."""
+    """The head on ``(K, N, *state)`` states, as one batch: (K, N, C)."""
     check_deq_classifier(model, "head_on_states")
     check_tensor(states, "states", "head_on_states", floating=True, min_dim=3)
     k, n = states.shape[:2]
@@ -95,7 +95,7 @@ def state_predictions(
         **solver_overrides: other solver settings for this call.
 
     Returns:
-        A dict with ``states`` (K+1, N, *state), ``logits`` (K+1, N, C), ``probs`` (K+1, N, C),
+        A dict with ``states`` ``(K+1, N, *state)``, ``logits`` (K+1, N, C), ``probs`` (K+1, N, C),
         ``entropy`` (K+1, N) in nats, ``predictions`` (K+1, N), ``info`` (the solver's
         :class:`~deqlib.solvers.SolverInfo`), and with ``y``: ``correct`` (K+1, N) bool and ``accuracy`` (K+1,).
     """

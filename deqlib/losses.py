@@ -52,6 +52,7 @@ from ._validate import (
     check_tensor,
 )
 from .threat import ascent_step, check_eps, check_l2_scale, check_norm, check_step, project, random_start
+from .warm_start import warm_starts
 
 __all__ = ["cross_entropy", "entropy", "mean_entropy", "PGDAT", "TRADES"]
 
@@ -146,7 +147,7 @@ class _InnerAttack:
     ) -> Tensor:
         """``steps`` projected ascent steps on ``objective(logits) -> scalar`` from ``x_adv``; a detached tensor.
         The labels ``y`` are checked against the first logits, before any gradient."""
-        with _mode(model, self.attack_mode), torch.enable_grad():
+        with _mode(model, self.attack_mode), torch.enable_grad(), warm_starts(model):
             for step in range(self.steps):
                 x_adv = x_adv.detach().requires_grad_(True)
                 logits = _logits_of(model, x_adv, self.name, y if step == 0 else None)
@@ -205,8 +206,9 @@ class PGDAT(_InnerAttack):
         return self._ascend(model, x, x_adv, lambda logits: F.cross_entropy(logits, y, reduction="sum"), y)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
-        x_adv = self.perturb(model, x, y)
-        logits = _logits_of(model, x_adv, self.name, y)
+        with warm_starts(model):  # the outer forward starts from the inner attack's last equilibria
+            x_adv = self.perturb(model, x, y)
+            logits = _logits_of(model, x_adv, self.name, y)
         return F.cross_entropy(logits, y), logits
 
     def _extra(self) -> dict:
@@ -289,10 +291,11 @@ class TRADES(_InnerAttack):
 
     def terms(self, model: nn.Module, x: Tensor, y: Tensor) -> Dict[str, Tensor]:
         """The parts of the loss: ``{"loss", "ce", "kl", "logits", "logits_adv", "x_adv"}`` (graphs kept)."""
-        x_adv = self.perturb(model, x, y)
-        with self._pair(model):
-            logits = _logits_of(model, x, self.name, y)
-            logits_adv = _logits_of(model, x_adv, self.name)
+        with warm_starts(model):  # the attack and both outer forwards share one pool of equilibria
+            x_adv = self.perturb(model, x, y)
+            with self._pair(model):
+                logits = _logits_of(model, x, self.name, y)
+                logits_adv = _logits_of(model, x_adv, self.name)
         # KL(p ‖ q) from log-probabilities on both sides: exactly 0 when the two logits are equal
         log_p, log_q = F.log_softmax(logits, dim=1), F.log_softmax(logits_adv, dim=1)
         kl = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)

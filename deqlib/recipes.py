@@ -90,8 +90,8 @@ def recipe(dataset_name: Optional[str] = None, *, mode: Optional[str] = None) ->
         mode: ``"fast"`` or ``"full"``; default: :func:`deqlib.config.get_mode`.
 
     Returns:
-        ``{"dataset": name, "mode": mode, "kind": "mlp" | "conv", "model": classifier options,
-        "fit": fit options}`` (a fresh copy; change it freely).
+        A dict with the keys ``dataset`` (the name), ``mode``, ``kind`` (``"mlp"`` or ``"conv"``), ``model`` (the
+        classifier options) and ``fit`` (the fit options): a fresh copy, change it freely.
 
     Example:
         >>> recipe("mnist5k", mode="fast")["fit"]["epochs"]

@@ -9,6 +9,9 @@ Serves ``_build/html`` on 127.0.0.1 with Python's http.server and opens every pa
 - the console shows no error and no script raised;
 - NO request goes to a host other than 127.0.0.1 (every request is recorded);
 - every local ``href`` / ``src`` resolves to a file of the build (and its ``#anchor`` exists);
+- the page shows the reader's content, not the machinery: no Colab install cell, no code or output line cut off at a
+  1280-pixel window, every figure numbered with a caption and alt text, every folded solution saying so;
+- the API reference documents every public name of every documented module;
 - a screenshot of the first screen of each chapter (and of the landing page) is saved in ``_build/screenshots/``.
 
 The book is built first (``bash tools/build_book.sh``) when ``_build/html`` is missing or older than a source
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import inspect
 import json
 import os
 import re
@@ -192,6 +196,18 @@ _DOM_PROBE = r"""() => {
     widget_views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
     map_linked: [...document.querySelectorAll('li.chapter-built a')].map(a => a.href),
     map_planned_links: document.querySelectorAll('li.chapter-planned a').length,
+    cut_off: [...document.querySelectorAll('div.cell_input pre, div.cell_output pre')]
+      .filter(p => p.scrollWidth > p.clientWidth + 1)
+      .map(p => p.textContent.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '').slice(0, 100)),
+    install_cell_shown: document.body.textContent.includes('google.colab'),
+    figures: imgs.filter(i => i.closest('.cell_output') && !i.closest('.animation')).map(i => {
+      const fig = i.closest('figure');
+      const cap = fig ? fig.querySelector('figcaption') : null;
+      return {alt: i.getAttribute('alt') || '', id: fig ? fig.id : '', numbered: !!(cap && /Figure \d/.test(cap.textContent)),
+              caption: cap ? cap.textContent.trim().slice(0, 60) : ''};
+    }),
+    toggle_texts: [...document.querySelectorAll('details.hide summary, details.toggle-details summary, details summary')]
+      .map(s => s.textContent.trim()),
   };
 }"""
 
@@ -304,3 +320,47 @@ def test_screenshots_saved(crawl):
     for rel in list(_chapter_pages(crawl)) + ["book/intro.html"]:
         shot = crawl["pages"][rel].get("screenshot")
         assert shot and (ROOT / shot).stat().st_size > 10_000, f"{rel}: no usable screenshot"
+
+
+def test_no_install_cell_and_no_cut_off_line(crawl):
+    for rel, r in _chapter_pages(crawl).items():
+        assert not r["install_cell_shown"], f"{rel}: the Colab install cell is on the page (tag it remove-cell)"
+        assert not r["cut_off"], (
+            f"{rel}: code or output lines wider than the cell (a reader cannot see them): {r['cut_off']}"
+        )
+
+
+def test_figures_are_numbered_captioned_and_described(crawl):
+    for rel, r in _chapter_pages(crawl).items():
+        bad = [f for f in r["figures"] if not (f["numbered"] and f["id"] and f["alt"].strip())]
+        assert not bad, f"{rel}: figures without a number, name or alt text (cell metadata mystnb.figure/image): {bad}"
+
+
+def test_solution_toggles_say_so(crawl):
+    for rel, r in _chapter_pages(crawl).items():
+        generic = [t for t in r["toggle_texts"] if "code cell" in t.lower()]
+        assert not generic, f"{rel}: a folded cell with the generic toggle text {generic}: say 'Show the solution'"
+        assert any("Show the solution" in t for t in r["toggle_texts"]), f"{rel}: no folded solution"
+
+
+def test_api_reference_documents_every_public_name(crawl):
+    import importlib
+
+    api = crawl["pages"].get("book/api.html")
+    assert api, "the API reference page was not built"
+    ids = set(api["ids"])
+    modules = re.findall(r"automodule:: (deqlib[.\w]*)", (ROOT / "book" / "api.md").read_text())
+    assert "deqlib.solvers" in modules and "deqlib.attacks" in modules
+    missing = []
+    for name in modules:
+        module = importlib.import_module(name)
+        for public in getattr(module, "__all__", []):
+            obj = getattr(module, public)
+            if inspect.ismodule(obj) or not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue  # submodules and constants: documented where they are described
+            documented = f"{name}.{public}" in ids
+            if name == "deqlib":  # the top-level names are re-exports, documented in their modules
+                documented = any(i.startswith("deqlib.") and i.endswith(f".{public}") for i in ids)
+            if not documented:
+                missing.append(f"{name}.{public}")
+    assert not missing, f"public names without an entry in the API reference: {missing}"

@@ -83,7 +83,7 @@ def test_notebook_first_cells(path):
     assert title.startswith("# ") and "colab.research.google.com/github/" in title
     install = "".join(cells[1]["source"])
     assert 'if "google.colab" in sys.modules:' in install
-    assert colab.INSTALL_TAG in cells[1]["metadata"]["tags"]
+    assert {colab.INSTALL_TAG, colab.HIDE_TAG} <= set(cells[1]["metadata"]["tags"])  # runs on Colab, not on the page
 
 
 def _toy_notebook():
@@ -118,6 +118,7 @@ def test_colab_update_is_complete_and_idempotent():
     assert '"torchattacks==3.5.1", "--no-deps"' in install
     assert "requests" not in install.replace("old) requests", "")
     assert nb["cells"][2]["source"] == "x = 1"
+    assert colab.HIDE_TAG in nb["cells"][1]["metadata"]["tags"]
     again, changes = colab.update_notebook(copy.deepcopy(nb), settings, path)
     assert changes == [] and again == nb
     # a new branch rewrites both places, and nothing else
@@ -152,9 +153,9 @@ def test_nbclean_keeps_only_pinned_outputs():
             "cell_type": "code",
             "execution_count": 4,
             "id": "p",
-            "metadata": {},
+            "metadata": {"tags": [nbclean.TAG]},
             "outputs": [out],
-            "source": "# NBVAL_CHECK_OUTPUT\nprint(1)",
+            "source": "print(1)",
         }
     )
     nb["metadata"]["widgets"] = {"state": {}}
@@ -163,6 +164,16 @@ def test_nbclean_keeps_only_pinned_outputs():
     assert cleaned["cells"][1]["outputs"] == [] and cleaned["cells"][1]["execution_count"] is None
     assert cleaned["cells"][2]["outputs"] == [out] and cleaned["cells"][2]["execution_count"] == 4
     assert nbclean.problems(cleaned) == []
+
+
+def test_nbclean_turns_comment_markers_into_tags():
+    nb = _toy_notebook()
+    nb["cells"][1]["source"] = ["# NBVAL_CHECK_OUTPUT\n", "print(1)\n", "# NBVAL_SKIP"]
+    assert any("comment marker" in p for p in nbclean.problems(nb))
+    cell = nbclean.migrate(nb)["cells"][1]
+    assert cell["metadata"]["tags"] == ["nbval-check-output", "nbval-skip"]
+    assert "".join(cell["source"]).strip() == "print(1)"
+    assert nbclean.is_pinned(cell) and not [p for p in nbclean.problems(nb) if "comment marker" in p]
 
 
 # ------------------------------------------------------------------------------------------ viz

@@ -6,7 +6,8 @@ This script derives from them, for each ``notebooks/*.ipynb``:
 
 * the badge line of the first (title) cell: ``[![Open In Colab](<svg>)](<colab url of this notebook>)``,
   placed right after the ``# Title`` line;
-* the second cell, a code cell tagged ``colab-install`` that runs only inside Google Colab and installs
+* the second cell, a code cell tagged ``colab-install`` (and ``remove-cell``, so that the web page does not
+  show it) that runs only inside Google Colab and installs
   ``deqlib`` from the repository and branch, plus ``torchattacks`` without its dependencies (it pins an old
   ``requests`` that would downgrade Colab's); the reader's torch is kept, pinned to the version installed.
 
@@ -31,6 +32,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_TAG = "colab-install"
+#: jupyter-book leaves a cell with this tag out of the web page: the install cell is machinery, not content.
+HIDE_TAG = "remove-cell"
 BADGE_ALT = "Open In Colab"
 BADGE_RE = re.compile(r"^\[!\[" + re.escape(BADGE_ALT) + r"\]\([^)]*\)\]\([^)]*\)\s*$")
 
@@ -120,8 +123,9 @@ def install_source(settings: Dict[str, str]) -> str:
     spec = f"deqlib[{EXTRAS}] @ git+{settings['url']}@{settings['branch']}"
     return "\n".join(
         [
-            "# Colab only (written by tools/colab.py): install deqlib from the book's repository.",
-            "# torch stays the one Colab has; torchattacks comes without its pinned (old) requests.",
+            "# Colab only (written by tools/colab.py): install deqlib from the book's",
+            "# repository. torch stays the one Colab has; torchattacks comes without its",
+            "# pinned (old) requests.",
             "import sys",
             "",
             'if "google.colab" in sys.modules:',
@@ -152,7 +156,7 @@ def _install_cell(source: str) -> dict:
         "cell_type": "code",
         "execution_count": None,
         "id": "colab-install",
-        "metadata": {"tags": [INSTALL_TAG]},
+        "metadata": {"tags": [INSTALL_TAG, HIDE_TAG]},
         "outputs": [],
         "source": _lines(source),
     }
@@ -181,7 +185,8 @@ def update_notebook(nb: dict, settings: Dict[str, str], nb_path: Path) -> Tuple[
     # 2. install cell, second
     wanted_src = install_source(settings)
     idx = [i for i, c in enumerate(cells) if INSTALL_TAG in c.get("metadata", {}).get("tags", [])]
-    if idx != [1] or _source(cells[1]) != wanted_src or cells[1].get("outputs"):
+    tags = cells[1].get("metadata", {}).get("tags", []) if len(cells) > 1 else []
+    if idx != [1] or _source(cells[1]) != wanted_src or cells[1].get("outputs") or HIDE_TAG not in tags:
         changes.append("install cell")
         old = cells[idx[0]] if idx else None
         for i in reversed(idx):
@@ -189,7 +194,9 @@ def update_notebook(nb: dict, settings: Dict[str, str], nb_path: Path) -> Tuple[
         new = _install_cell(wanted_src)
         if old is not None:
             new["id"] = old.get("id", new["id"])
-            new["metadata"] = {**old.get("metadata", {}), "tags": old.get("metadata", {}).get("tags", [INSTALL_TAG])}
+            old_tags = old.get("metadata", {}).get("tags", [])
+            tags = old_tags + [t for t in (INSTALL_TAG, HIDE_TAG) if t not in old_tags]
+            new["metadata"] = {**old.get("metadata", {}), "tags": tags}
         cells.insert(1, new)
     nb["cells"] = cells
     return nb, changes

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Keep committed notebooks small and their pinned results fresh.
 
-A chapter notebook is committed WITHOUT outputs, except the cells marked ``# NBVAL_CHECK_OUTPUT``:
-their outputs are the reference that ``pytest --nbval-lax`` compares a fresh run against, so a change in
-``deqlib`` that changes a pinned result fails the tests. The web book executes every notebook anyway.
+A chapter notebook is committed WITHOUT outputs, except the cells tagged ``nbval-check-output`` (a cell
+tag, not a comment line, so that the web page shows no test machinery): their outputs are the reference that
+``pytest --nbval-lax`` compares a fresh run against, so a change in ``deqlib`` that changes a pinned result
+fails the tests. The web book executes every notebook anyway.
 
 Usage::
 
@@ -12,7 +13,8 @@ Usage::
     python tools/nbclean.py --check                          # exit 1 if a notebook breaks the convention
 
 ``--check`` (all of ``notebooks/`` by default) fails when a notebook has outputs or execution counts in an
-unpinned cell, widget state, or a pinned cell that was not run.
+unpinned cell, widget state, a pinned cell that was not run, or an nbval comment marker (``# NBVAL_...``)
+left in a cell's source (use the tag instead). ``--migrate`` turns comment markers into tags.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK = "# NBVAL_CHECK_OUTPUT"
+TAG = "nbval-check-output"
+COMMENT_MARKER = re.compile(r"^\s*#\s*NBVAL_[A-Z_]+\s*$", re.M)
 
 
 def _source(cell: dict) -> str:
@@ -35,7 +39,23 @@ def _source(cell: dict) -> str:
 
 
 def is_pinned(cell: dict) -> bool:
-    return cell.get("cell_type") == "code" and _source(cell).lstrip().startswith(MARK)
+    return cell.get("cell_type") == "code" and TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def migrate(nb: dict) -> dict:
+    """Replace ``# NBVAL_CHECK_OUTPUT`` comment lines by the ``nbval-check-output`` cell tag."""
+    for cell in nb.get("cells", []):
+        src = _source(cell)
+        if cell.get("cell_type") != "code" or not COMMENT_MARKER.search(src):
+            continue
+        markers = [m.strip().lstrip("#").strip() for m in COMMENT_MARKER.findall(src)]
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        for marker in markers:
+            tag = marker.lower().replace("_", "-")
+            if tag not in tags:
+                tags.append(tag)
+        cell["source"] = COMMENT_MARKER.sub("", src).lstrip("\n").splitlines(keepends=True)
+    return nb
 
 
 def clean(nb: dict) -> dict:
@@ -62,7 +82,9 @@ def problems(nb: dict) -> List[str]:
         if cell.get("cell_type") != "code":
             continue
         if is_pinned(cell) and (not cell.get("outputs") or cell.get("execution_count") is None):
-            found.append(f"cell {i}: pinned ({MARK}) but not run: no output to compare against")
+            found.append(f"cell {i}: pinned (tag {TAG}) but not run: no output to compare against")
+        if COMMENT_MARKER.search(_source(cell)):
+            found.append(f"cell {i}: an nbval comment marker in the source: use the cell tag (--migrate)")
         if not is_pinned(cell) and cell.get("execution_count") is not None:
             found.append(f"cell {i}: execution count in an unpinned cell")
         if not is_pinned(cell) and cell.get("outputs"):
@@ -99,6 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--execute", action="store_true", help="run the notebook first (DEQLIB_MODE=fast by default)")
     parser.add_argument("--check", action="store_true", help="only report; exit 1 on any problem")
+    parser.add_argument("--migrate", action="store_true", help="turn # NBVAL_... comment lines into cell tags")
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
     paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -111,6 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 bad += 1
             continue
         nb = execute(path) if args.execute else json.loads(path.read_text(encoding="utf-8"))
+        if args.migrate:
+            nb = migrate(nb)
         path.write_text(dumps(clean(nb)), encoding="utf-8")
     if args.check and bad:
         print("nbclean.py: run `python tools/nbclean.py --execute <notebook>` and commit it", file=sys.stderr)

@@ -13,8 +13,11 @@ API map:
   beyond the diameter of the image cube, returns the clean images when eps = 0, runs under
   :func:`~deqlib.attacks.attack_gradient` when a ``gradient=`` was asked for, and projects the result onto the
   eps-ball ∩ [0, 1] (for the projected-gradient attacks this only removes floating-point drift; for CW, a
-  minimum-norm attack, it makes the attack respect the threat model);
-* :class:`AutoAttackComposite` — ``torchattacks.MultiAttack`` with the call checks (its members have their own).
+  minimum-norm attack, it makes the attack respect the threat model); and they run inside
+  :func:`deqlib.warm_start.warm_starts`, so that every DEQ solve of the attack starts from the equilibrium of the
+  previous query (``warm_starts(model, enabled=False)`` around the attack turns this off);
+* :class:`AutoAttackComposite` — ``torchattacks.MultiAttack`` with the call checks (its members have their own),
+  and one warm-start pool shared by all its members.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor
 
 from .._validate import check_class_labels, check_images, check_labels_in_range, check_logits
 from ..threat import check_l2_scale, project
+from ..warm_start import warm_starts
 from .gradient import attack_gradient
 from .registry import attack_name
 
@@ -95,7 +99,7 @@ class _Guarded(CallChecks):
                 check_l2_scale(self.eps, images, self._deqlib_name)
             if self.eps == 0:
                 return images
-            with attack_gradient(self.model, self.gradient):
+            with attack_gradient(self.model, self.gradient), warm_starts(self.model):
                 adv = super().forward(images, labels, *args, **kwargs)  # type: ignore[misc]
             return project(adv.detach(), images, self.eps, self.norm)
         finally:
@@ -141,6 +145,7 @@ class AutoAttackComposite(CallChecks, torchattacks.MultiAttack):
     def forward(self, images: Tensor, labels: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         images, labels = self.start_call(images, labels)
         try:
-            return super().forward(images, labels, *args, **kwargs)
+            with warm_starts(self.model):  # one pool for all members: each starts where the previous one ended
+                return super().forward(images, labels, *args, **kwargs)
         finally:
             self.end_call()

@@ -4,7 +4,7 @@ API map: :func:`robust_accuracy` (the report), :func:`predict` (labels in eval m
 which :mod:`deqlib.evaluate` reuses: :func:`as_tensors`, :func:`correct` (clean correctness, with the model's logits
 and the labels checked), :func:`seeded`, :func:`threat_model`, :func:`attack_batches`,
 :func:`tracked` (the solver warnings silenced during an attack, the non-convergence counted instead),
-:func:`per_sample_report` (masks, which attack broke each sample, and 95 % intervals).
+``per_sample_report`` (masks, which attack broke each sample, and 95 % intervals).
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def robust_accuracy(
         A JSON-able dict: ``accuracy`` (robust accuracy in [0, 1]), ``n_samples``, ``n_correct``, ``attack``
         (name), ``params`` (the attack's parameters), ``eps``, ``norm``, ``seed``, ``seconds``, plus
         ``clean_accuracy``, ``n_clean_correct`` and ``max_perturbation`` (largest ||x_adv - x|| seen); the
-        per-sample results of :func:`per_sample_report` (``clean_correct``, ``robust``, ``broken_by``, ``ci95``,
+        per-sample results of ``per_sample_report`` (``clean_correct``, ``robust``, ``broken_by``, ``ci95``,
         ``clean_ci95``); ``convergence``: the fractions of the DEQ solves during the attack that did not converge.
     """
     check_module(model, "robust_accuracy")

@@ -273,7 +273,7 @@ class LyaDEQClassifier(DEQClassifier):
     ``forward``, ``inject``, ``logits_from_state`` and ``solve`` are the parent's.
 
     Args:
-        injection, head, image_shape, mean, std, **deq_options: as for :class:`~deqlib.cells.DEQClassifier`.
+        injection, head, image_shape, mean, std, deq_options: as for :class:`~deqlib.cells.DEQClassifier`.
         cell: the NOMINAL cell ``f(z, u)``; it is wrapped as ``LyapunovStableCell(cell, lyapunov, alpha, h, center)``.
         lyapunov: the Lyapunov function on the state space.
         alpha, h, center: see :class:`LyapunovStableCell`.

@@ -46,7 +46,7 @@ class SolverInfo:
         trace: (N, K) residual (in ``stop_mode``) at each iteration; NaN after the sample stopped.
         nfev: number of calls of f on the whole batch.
         stop_mode, tol, solver: the settings of the call.
-        trajectory: (K+1, N, *state) states z_0..z_K when ``record=True`` (a stopped sample repeats its result).
+        trajectory: ``(K+1, N, *state)`` states z_0..z_K when ``record=True`` (a stopped sample repeats its result).
         max_iter: the iteration budget of the call (``None`` from a solver that does not say).
     """
 

@@ -178,7 +178,7 @@ class FitSettings:
     def resume_conflicts(self, saved: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
         """``"key: checkpoint a, now b"`` for each resume key where ``saved`` and ``current`` records differ.
 
-        The loss is compared by :func:`describe_loss` (its name and parameters); a checkpoint written before that
+        The loss is compared by ``describe_loss`` (its name and parameters); a checkpoint written before that
         description was stored is compared by the loss's name only.
         """
         out = [

@@ -12,7 +12,14 @@ functions that make whole figures return the figure. Inputs may be torch tensors
 - :mod:`~deqlib.viz.toys` — toy dynamics: :func:`plot_vector_field`, :func:`plot_level_sets`,
   :func:`plot_cobweb`, :func:`plot_fixed_point_panel` and its static counterparts for the web book
   :func:`fixed_point_small_multiples` and :func:`fixed_point_animation`;
-- :mod:`~deqlib.viz.robustness` — :func:`plot_entropy_along_iterations`, :func:`plot_robust_accuracy`.
+- :mod:`~deqlib.viz.gradients` — chapter 3's gradients and training: :func:`plot_phantom_errors`,
+  :func:`plot_memory`, :func:`plot_training_history`, :func:`plot_solver_steps`;
+- :mod:`~deqlib.viz.robustness` — :func:`plot_entropy_along_iterations`, :func:`plot_robust_accuracy`,
+  :func:`plot_adversarial_examples`;
+- :mod:`~deqlib.viz.schematics` — pictures of a computation: :func:`deep_vs_deq`, :func:`solve_then_differentiate`;
+- :mod:`~deqlib.viz.publish` — :func:`glue`: a computed value for the book's prose (a no-op without myst-nb);
+- :mod:`~deqlib.viz.style` — the book's colour-blind-safe palette and fonts: :func:`book_style`,
+  :func:`use_book_style`, :data:`PALETTE`.
 
 Every name is available as ``viz.<name>``.
 
@@ -26,14 +33,29 @@ Example:
 """
 
 from ._common import ArrayLike, PlaneMap, to_numpy
-from .robustness import plot_entropy_along_iterations, plot_robust_accuracy
-from .solvers import plot_residuals, plot_solver_trace, solver_trace_grid
+from .gradients import plot_memory, plot_phantom_errors, plot_solver_steps, plot_training_history
+from .publish import glue
+from .robustness import plot_adversarial_examples, plot_entropy_along_iterations, plot_robust_accuracy
+from .schematics import deep_vs_deq, solve_then_differentiate
+from .solvers import (
+    plot_damped_eigenvalues,
+    plot_residuals,
+    plot_solver_trace,
+    plot_steps_histogram,
+    residuals_and_eigenvalues,
+    solver_trace_grid,
+)
+from .style import BOOK_RC, PALETTE, SEQUENTIAL_CMAP, book_style, use_book_style
 from .toys import (
+    cobweb_small_multiples,
     fixed_point_animation,
     fixed_point_small_multiples,
     plot_cobweb,
+    plot_equilibrium_branches,
+    plot_equilibrium_curves,
     plot_fixed_point_panel,
     plot_level_sets,
+    plot_sensitivity_blowup,
     plot_vector_field,
 )
 from .trajectories import iterate, plot_trajectories_2d, project_2d, step_sizes
@@ -53,8 +75,28 @@ __all__ = [
     "plot_fixed_point_panel",
     "fixed_point_small_multiples",
     "fixed_point_animation",
+    "cobweb_small_multiples",
+    "plot_equilibrium_curves",
+    "plot_equilibrium_branches",
+    "plot_sensitivity_blowup",
     "plot_entropy_along_iterations",
     "plot_robust_accuracy",
+    "plot_adversarial_examples",
+    "plot_phantom_errors",
+    "plot_memory",
+    "plot_training_history",
+    "plot_solver_steps",
     "plot_solver_trace",
     "solver_trace_grid",
+    "plot_steps_histogram",
+    "plot_damped_eigenvalues",
+    "residuals_and_eigenvalues",
+    "deep_vs_deq",
+    "solve_then_differentiate",
+    "PALETTE",
+    "SEQUENTIAL_CMAP",
+    "BOOK_RC",
+    "book_style",
+    "use_book_style",
+    "glue",
 ]

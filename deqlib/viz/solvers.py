@@ -3,12 +3,15 @@
 - :func:`plot_residuals` — a residual (or any per-iteration quantity) against the iteration number;
 - :func:`plot_solver_trace` — the per-sample residual curves of one solver call, with a marker where each stopped;
 - :func:`solver_trace_grid` — their small multiples (the static counterpart of
-  :func:`deqlib.widgets.solver_explorer`).
+  :func:`deqlib.widgets.solver_explorer`);
+- :func:`plot_steps_histogram` — how many steps each sample took, one outline per solver;
+- :func:`plot_damped_eigenvalues` — eigenvalues of J and of the damped map, with the unit circle;
+- :func:`residuals_and_eigenvalues` — per example, its residual curves and those eigenvalues side by side.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,8 +19,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ._common import ArrayLike, color_cycle, curves, new_axes, to_numpy
+from .style import PALETTE
 
-__all__ = ["plot_residuals", "plot_solver_trace", "solver_trace_grid"]
+__all__ = [
+    "plot_residuals",
+    "plot_solver_trace",
+    "solver_trace_grid",
+    "plot_steps_histogram",
+    "plot_damped_eigenvalues",
+    "residuals_and_eigenvalues",
+]
 
 
 def plot_residuals(
@@ -31,6 +42,7 @@ def plot_residuals(
     ylabel: str = "residual",
     title: Optional[str] = None,
     colors: Optional[Sequence] = None,
+    tol: Optional[float] = None,
     **line_kw,
 ) -> Axes:
     """Residual (or any per-iteration quantity) against the iteration number, one line per curve.
@@ -41,6 +53,7 @@ def plot_residuals(
         labels: one label per curve; a legend is drawn when given.
         logy: logarithmic y axis (zeros are not drawn).
         start: iteration number of the first entry.
+        tol: draw a dashed horizontal line at this tolerance.
     """
     ax = new_axes(ax)
     lines = curves(traces)
@@ -53,6 +66,8 @@ def plot_residuals(
         if colors is not None:
             kw["color"] = colors[i % len(colors)]
         ax.plot(np.arange(start, start + len(c)), y, label=None if labels is None else labels[i], **kw)
+    if tol is not None:
+        ax.axhline(tol, color="black", lw=0.8, ls="--")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -67,7 +82,7 @@ def plot_residuals(
 
 def _trace_arrays(info) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], Optional[float]]:
     """(trace (N, K), converged (N,) or None, diverged (N,) or None, tol or None) from a SolverInfo or an array."""
-    if hasattr(info, "trace"):
+    if hasattr(info, "trace") and hasattr(info, "steps"):  # a SolverInfo (arrays and tensors have .trace())
         trace = to_numpy(info.trace).astype(float)
         conv = to_numpy(info.converged).astype(bool) if getattr(info, "converged", None) is not None else None
         div = to_numpy(info.diverged).astype(bool) if getattr(info, "diverged", None) is not None else None
@@ -92,7 +107,7 @@ def _draw_traces(ax: Axes, trace: np.ndarray, conv, div, max_lines: int, color: 
         if len(last):
             j = last[-1]
             if div is not None and div[i]:
-                ax.plot(iters[j], y[j], "x", color="tab:red", ms=5, mew=1.2, zorder=4)
+                ax.plot(iters[j], y[j], "x", color=PALETTE[5], ms=5, mew=1.2, zorder=4)
             elif conv is not None and conv[i]:
                 ax.plot(iters[j], y[j], "o", color=color, ms=3, mec="black", mew=0.3, zorder=4)
             else:
@@ -105,7 +120,7 @@ def _annotate_counts(ax: Axes, info, conv: np.ndarray, div: Optional[np.ndarray]
     if div is not None and div.any():
         text += f"\ndiverged {int(div.sum())}"
     bbox = dict(boxstyle="round,pad=0.25", fc="white", ec="0.7", alpha=0.85)
-    ax.text(0.03, 0.04, text, transform=ax.transAxes, ha="left", va="bottom", fontsize="x-small", bbox=bbox)
+    ax.text(0.03, 0.04, text, transform=ax.transAxes, ha="left", va="bottom", fontsize=9, bbox=bbox)
 
 
 def plot_solver_trace(
@@ -180,6 +195,7 @@ def solver_trace_grid(
     max_lines: int = 24,
     ylim: Optional[Tuple[float, float]] = None,
     colors: Optional[Sequence[str]] = None,
+    color_by: str = "column",
 ) -> Figure:
     """Small multiples of :func:`plot_solver_trace`: one panel per (row, column), e.g. weight scale x solver.
 
@@ -189,7 +205,8 @@ def solver_trace_grid(
         infos: ``infos[i][j]`` is the SolverInfo (or residual array) of row i and column j.
         row_labels, col_labels: written left of each row and above each column.
         ylim: shared y limits (default: from the data, shared by all panels).
-        colors: one colour per column (default: the colour cycle).
+        colors: one colour per column, or per row with ``color_by="row"`` (default: the colour cycle).
+        color_by: ``"column"`` or ``"row"``: which of the two the colours tell apart (e.g. the solver).
     """
     nrows, ncols = len(infos), (len(infos[0]) if len(infos) else 0)
     if nrows == 0 or ncols == 0 or any(len(row) != ncols for row in infos):
@@ -198,6 +215,8 @@ def solver_trace_grid(
         raise ValueError(
             f"{len(row_labels)} row labels and {len(col_labels)} column labels for a {nrows} x {ncols} grid"
         )
+    if color_by not in ("column", "row"):
+        raise ValueError(f'color_by must be "column" or "row", got {color_by!r}')
     ylim = _shared_ylim(infos) if ylim is None else ylim
     cycle = colors or color_cycle()
     fig, axes = plt.subplots(
@@ -213,8 +232,114 @@ def solver_trace_grid(
         for j, info in enumerate(row):
             ax = axes[i, j]
             title = col_labels[j] if i == 0 else None
-            plot_solver_trace(info, ax, max_lines=max_lines, color=cycle[j % len(cycle)], ylim=ylim, title=title)
+            color = cycle[(j if color_by == "column" else i) % len(cycle)]
+            plot_solver_trace(info, ax, max_lines=max_lines, color=color, ylim=ylim, title=title)
             ax.set_xlabel("iteration" if i == nrows - 1 else "")
             ax.set_ylabel(f"{row_labels[i]}\nresidual" if j == 0 else "")
             ax.tick_params(labelsize="small")
+    return fig
+
+
+def plot_steps_histogram(
+    steps: Mapping[str, ArrayLike],
+    ax: Optional[Axes] = None,
+    *,
+    xlabel: str = "steps (evaluations of $f$)",
+    ylabel: str = "samples",
+    colors: Optional[Sequence[str]] = None,
+) -> Axes:
+    """Histogram of the steps each sample took: one outline per solver, labelled with its mean.
+
+    Args:
+        steps: solver name -> (N,) steps per sample (e.g. ``info.steps``); one bin per step count.
+        xlabel, ylabel: the axis labels.
+        colors: one colour per solver (default: the colour cycle).
+
+    Returns:
+        The axes.
+    """
+    arrays = {name: to_numpy(s).astype(int).ravel() for name, s in steps.items()}
+    if not arrays or not all(a.size for a in arrays.values()):
+        raise ValueError("steps must map each solver name to a non-empty array of step counts")
+    ax = new_axes(ax, figsize=(6.0, 3.0))
+    bins = np.arange(0.5, max(int(a.max()) for a in arrays.values()) + 1.5)
+    cycle = colors or color_cycle()
+    for i, (name, a) in enumerate(arrays.items()):
+        label = f"{name} (mean {a.mean():.1f})"
+        ax.hist(a, bins=bins, histtype="step", lw=1.6, color=cycle[i % len(cycle)], label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_damped_eigenvalues(
+    mu: ArrayLike,
+    tau: float,
+    ax: Optional[Axes] = None,
+    *,
+    title: Optional[str] = None,
+) -> Axes:
+    """Eigenvalues mu of J (dots) and 1 - tau + tau mu of the damped map (crosses), with the unit circle.
+
+    The dotted vertical line is Re = 1: an eigenvalue outside the circle to its right stays outside for
+    every damping tau (the segment from 1 to mu never enters the disc).
+
+    Args:
+        mu: the (complex) eigenvalues of J, e.g. ``torch.linalg.eigvals(J)``.
+        tau: the damping of z -> (1 - tau) z + tau f(z).
+
+    Returns:
+        The axes.
+    """
+    ax = new_axes(ax, figsize=(4.0, 4.0))
+    mu = to_numpy(mu).astype(complex).ravel()
+    damped = 1 - tau + tau * mu
+    t = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(t), np.sin(t), color="black", lw=0.8)
+    ax.scatter(mu.real, mu.imag, s=12, color=PALETTE[0], label=r"$\mu$, eigenvalues of $J$")
+    label = rf"$1 - \tau + \tau\mu$, $\tau = {tau:g}$"
+    ax.scatter(damped.real, damped.imag, s=14, marker="x", color=PALETTE[5], label=label)
+    ax.axvline(1, color="0.6", lw=0.8, ls=":")
+    ax.set(xlabel="real part", ylabel="imaginary part", aspect="equal")
+    if title:
+        ax.set_title(title)
+    # below the axes: the eigenvalues fill the disc, a legend inside would hide some
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    return ax
+
+
+def residuals_and_eigenvalues(
+    examples: Sequence[Tuple[str, Sequence[ArrayLike], ArrayLike]],
+    labels: Sequence[str],
+    *,
+    tau: float,
+    tol: Optional[float] = None,
+    ylabel: str = "relative residual",
+) -> Figure:
+    """One row per example: its residual under each solver (left), the eigenvalues of J at its fixed point (right).
+
+    Args:
+        examples: ``(title, traces, mu)`` per row: ``traces`` holds one residual curve per solver, in the order
+            of ``labels``; ``mu`` the eigenvalues of J (see :func:`plot_damped_eigenvalues`).
+        labels: the solvers' names, for the legend.
+        tau: the damping whose map's eigenvalues are drawn.
+        tol: a dashed line at the tolerance in the residual panels.
+
+    Returns:
+        The figure: ``len(examples)`` rows of two panels.
+    """
+    if not examples:
+        raise ValueError("no examples to draw")
+    fig, axes = plt.subplots(
+        len(examples),
+        2,
+        figsize=(10, 3.7 * len(examples)),
+        layout="constrained",
+        gridspec_kw={"width_ratios": [1.4, 1]},
+        squeeze=False,
+    )
+    for (ax_r, ax_e), (title, traces, mu) in zip(axes, examples):
+        xlabel = "iteration (evaluations of $f$)"
+        plot_residuals(traces, labels, ax=ax_r, tol=tol, xlabel=xlabel, ylabel=ylabel, title=title)
+        plot_damped_eigenvalues(mu, tau, ax_e, title="eigenvalues")
     return fig

@@ -5,12 +5,16 @@
 - :func:`plot_cobweb` — the cobweb diagram of a scalar iteration z_{k+1} = g(z_k);
 - :func:`plot_fixed_point_panel` — the fixed-point iteration of a map of the plane (field, trajectories, steps),
   what :func:`deqlib.widgets.fixed_point_explorer` redraws; its static counterparts for the web book:
-  :func:`fixed_point_small_multiples` and :func:`fixed_point_animation`.
+  :func:`fixed_point_small_multiples` and :func:`fixed_point_animation`;
+- :func:`cobweb_small_multiples` — several cobweb diagrams side by side;
+- :func:`plot_equilibrium_curves` — the equilibrium z*(x) of a map of the plane along the inputs, and rho(J) there;
+- :func:`plot_equilibrium_branches`, :func:`plot_sensitivity_blowup` — a fold: the fixed points near an input
+  where a branch ends, and ||dz*/dx|| growing as the input approaches it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,6 +25,7 @@ from matplotlib.figure import Figure
 
 from ._common import ArrayLike, PlaneMap, as_tensor, color_cycle, new_axes, plane_grid, to_numpy
 from .solvers import plot_residuals
+from .style import PALETTE
 from .trajectories import iterate, plot_trajectories_2d, step_sizes
 
 __all__ = [
@@ -30,6 +35,10 @@ __all__ = [
     "plot_fixed_point_panel",
     "fixed_point_small_multiples",
     "fixed_point_animation",
+    "cobweb_small_multiples",
+    "plot_equilibrium_curves",
+    "plot_equilibrium_branches",
+    "plot_sensitivity_blowup",
 ]
 
 
@@ -241,3 +250,137 @@ def fixed_point_animation(
 
     draw(0)
     return mpl_animation.FuncAnimation(fig, draw, frames=len(values), interval=interval_ms, blit=False)
+
+
+def cobweb_small_multiples(
+    maps: Sequence[Tuple[Callable[[np.ndarray], np.ndarray], Sequence[float], str]],
+    n_iter: int,
+    *,
+    panel_size: float = 3.4,
+) -> Figure:
+    """Cobweb diagrams side by side (at most three across), one per scalar map.
+
+    Args:
+        maps: (g, starts, title) per panel: a vectorised scalar map, its starts z_0, the panel's title.
+        n_iter: the steps drawn from each start.
+
+    Returns:
+        the figure, one axes per map.
+    """
+    maps = list(maps)
+    ncols = min(3, len(maps))
+    nrows = int(np.ceil(len(maps) / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), layout="constrained", squeeze=False
+    )
+    for ax, (g, z0, title) in zip(axes.ravel(), maps):
+        plot_cobweb(g, z0, n_iter, ax, title=title)
+    for ax in axes.ravel()[len(maps) :]:
+        fig.delaxes(ax)
+    return fig
+
+
+def _break_jumps(x: np.ndarray, y: np.ndarray, jumps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Insert a NaN after every index in ``jumps`` so that a line plot leaves a gap there."""
+    return np.insert(x.astype(float), jumps + 1, np.nan), np.insert(y.astype(float), jumps + 1, np.nan)
+
+
+def plot_equilibrium_curves(
+    xs: ArrayLike,
+    curves: Dict[float, ArrayLike],
+    rhos: Dict[float, ArrayLike],
+    *,
+    every: int = 20,
+    gap: float = 0.3,
+    figsize: Tuple[float, float] = (10.0, 4.2),
+) -> Figure:
+    """The followed equilibrium z*(x) of a map of the plane, for several weight scales, and rho(J) along it.
+
+    Left: the path of z*(x) in the plane (a dot every ``every`` inputs). Right: rho(J) at z*(x) against x, with
+    the line rho = 1 (above it the fixed point repels the plain iteration). Where consecutive equilibria are
+    more than ``gap`` apart (a jump), both lines are broken instead of joined.
+
+    Args:
+        xs: the inputs, (N,).
+        curves: scale -> equilibria, (N, 2); rhos: scale -> spectral radii, (N,).
+
+    Returns:
+        the figure, two axes.
+    """
+    x = to_numpy(xs).astype(float)
+    fig, (ax_z, ax_rho) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    for s, z in curves.items():
+        z = to_numpy(z).astype(float)
+        jumps = np.flatnonzero(np.linalg.norm(np.diff(z, axis=0), axis=1) > gap)
+        (line,) = ax_z.plot(*_break_jumps(z[:, 0], z[:, 1], jumps), label=f"$s = {s:g}$")
+        ax_z.scatter(z[::every, 0], z[::every, 1], color=line.get_color(), s=14)
+        ax_rho.plot(*_break_jumps(x, to_numpy(rhos[s]), jumps), color=line.get_color(), label=f"$s = {s:g}$")
+    step = (x[every] - x[0]) if len(x) > every else 0.0
+    ax_z.set(
+        xlabel=r"$z^\star_1$",
+        ylabel=r"$z^\star_2$",
+        title=f"$z^\\star(x)$, $x$ from {x[0]:g} to {x[-1]:g} (dots every {step:g})",
+    )
+    ax_rho.axhline(1, color="black", lw=0.8, ls="--")
+    ax_rho.set(xlabel="input $x$", ylabel=r"$\rho(J)$ at $z^\star(x)$", title="is the fixed point attracting?")
+    ax_z.legend()
+    ax_rho.legend()
+    return fig
+
+
+def plot_equilibrium_branches(
+    x: ArrayLike,
+    z: ArrayLike,
+    attracting: ArrayLike,
+    ax: Optional[Axes] = None,
+    *,
+    path: Optional[Tuple[ArrayLike, ArrayLike]] = None,
+    fold: Optional[Tuple[float, float]] = None,
+    ylabel: str = r"$z^\star_1$",
+    path_label: str = "followed from the left",
+) -> Axes:
+    """Every fixed point found at each input: one coordinate against x, filled if it attracts, open if not.
+
+    Args:
+        x, z: the input and one coordinate of each fixed point found, (M,) each.
+        attracting: (M,) booleans, rho(J) < 1 at that fixed point.
+        path: (xs, zs) of the equilibrium a solver follows along the inputs, drawn as a line (``path_label``).
+        fold: (x, z) of the point where a branch ends, marked with a cross.
+    """
+    ax = new_axes(ax, (5.0, 4.0))
+    x, z, a = to_numpy(x).astype(float), to_numpy(z).astype(float), to_numpy(attracting).astype(bool)
+    if path is not None:
+        ax.plot(to_numpy(path[0]), to_numpy(path[1]), color=PALETTE[1], lw=1.5, label=path_label, zorder=1)
+    ax.scatter(x[a], z[a], s=16, color=PALETTE[0], label=r"attracting, $\rho(J) < 1$", zorder=2)
+    ax.scatter(x[~a], z[~a], s=16, facecolors="white", edgecolors=PALETTE[5], label="not attracting", zorder=2)
+    if fold is not None:
+        ax.plot(*fold, "x", color="black", ms=9, mew=2, label="fold: an eigenvalue of $J$ is 1", zorder=3)
+    ax.set_xlabel("input $x$")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small", loc="lower right")
+    return ax
+
+
+def plot_sensitivity_blowup(
+    distance: ArrayLike,
+    sensitivity: ArrayLike,
+    ax: Optional[Axes] = None,
+    *,
+    slope: float = -0.5,
+) -> Axes:
+    """||dz*/dx|| against the distance of the input to a fold, on log-log axes, with a guide of the given slope.
+
+    Args:
+        distance: x_fold - x > 0, (N,); sensitivity: ||dz*/dx|| there, (N,).
+        slope: the slope of the guide line (a fold: ||dz*/dx|| ~ (x_fold - x)^(-1/2)), through the last point.
+    """
+    ax = new_axes(ax, (5.0, 4.0))
+    dist, sens = to_numpy(distance).astype(float), to_numpy(sensitivity).astype(float)
+    ax.loglog(dist, sens, "o-", color=PALETTE[0], ms=3, lw=1.2, label=r"$\|(I - J)^{-1} \partial f / \partial x\|$")
+    guide = sens[-1] * (dist / dist[-1]) ** slope
+    ax.loglog(dist, guide, "--", color="0.4", lw=1.0, label=f"slope ${slope:g}$")
+    ax.invert_xaxis()  # the fold is on the right, as in the branch plot
+    ax.set_xlabel(r"distance to the fold, $x_{\mathrm{fold}} - x$")
+    ax.set_ylabel(r"$\|\partial z^\star / \partial x\|$")
+    ax.legend(fontsize="small")
+    return ax

@@ -21,7 +21,7 @@ __all__ = ["iterate", "step_sizes", "project_2d", "plot_trajectories_2d"]
 
 @torch.no_grad()
 def iterate(f: Callable[[torch.Tensor], torch.Tensor], z0: ArrayLike, n_iter: int) -> torch.Tensor:
-    """Apply ``f`` ``n_iter`` times from ``z0`` and return every state, (n_iter + 1, *z0.shape).
+    """Apply ``f`` ``n_iter`` times from ``z0`` and return every state, ``(n_iter + 1, *z0.shape)``.
 
     No stopping rule, no damping: the raw weight-tied dynamics z_{k+1} = f(z_k), for pictures.
     Use :mod:`deqlib.solvers` to *solve* for a fixed point.
@@ -49,7 +49,7 @@ def step_sizes(traj: ArrayLike) -> np.ndarray:
 
 
 def project_2d(traj: ArrayLike, *, center: bool = True) -> np.ndarray:
-    """Project a trajectory of high-dimensional states (K+1, N, *state) onto its two principal directions.
+    """Project a trajectory of high-dimensional states ``(K+1, N, *state)`` onto its two principal directions.
 
     All states of all samples share one projection, so distances are comparable across samples.
     Returns a (K+1, N, 2) array.

@@ -1,0 +1,53 @@
+"""Hand a computed value to the web book's prose (myst-nb's ``glue``), and do nothing where there is no book.
+
+The chapters write every number of their prose as ``{glue:text}`key:.2f``` and glue it from the cell that computed
+it. The book build has myst-nb; a reader on Colab does not need it (and need not install it): there :func:`glue` only
+returns the value.
+
+Example:
+    >>> from deqlib import viz
+    >>> viz.glue("ch0_answer", 42)
+    42
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+__all__ = ["glue"]
+
+T = TypeVar("T")
+
+
+def glue(name: str, value: T, display: bool = False) -> T:
+    """Glue ``value`` under ``name`` for the book's ``{glue}`` roles (with myst-nb), and return it.
+
+    Args:
+        name: the key the prose uses; by the book's convention it starts with the chapter (``ch3_rho``).
+        value: a number (NumPy scalars and 0-d tensors are glued as Python numbers), string, DataFrame or figure.
+        display: also show the value in the cell's output.
+
+    Returns:
+        ``value``, unchanged.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"glue: name must be a non-empty string, got {name!r}")
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:  # no book build here (e.g. Colab): nothing to hand the value to
+        return value
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return value
+    if get_ipython() is not None:  # glue writes into a notebook cell's outputs; outside a kernel there are none
+        myst_glue(name, _plain(value), display=display)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar or a one-element tensor as a Python number: the prose's ``:.2f`` formats need ``float(repr)``,
+    and ``repr(np.float64(0.5))`` is ``'np.float64(0.5)'``."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    return value

@@ -1,0 +1,24 @@
+"""viz.glue: Python numbers for the prose's format specs, and a no-op without a notebook kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deqlib import viz
+from deqlib.viz.publish import _plain
+
+
+def test_numpy_and_tensor_scalars_become_python_numbers():
+    for value in (np.float64(-0.5), np.int64(3), torch.tensor(0.25)):
+        plain = _plain(value)
+        assert type(plain) in (float, int) and float(repr(plain)) == float(value)
+    assert _plain([1, 2]) == [1, 2]
+
+
+def test_glue_returns_the_value_and_checks_the_name():
+    value = np.float64(1.5)
+    assert viz.glue("ch0_x", value) is value
+    with pytest.raises(TypeError, match="name"):
+        viz.glue("", 1)
