@@ -466,12 +466,32 @@ def warmstart_section(res: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def adversarial_section(res: Dict[str, Any]) -> List[str]:
+    st = res["settings"]
+    lines = [
+        "## A PGD-AT epoch: deqlib against torchdeq + torchattacks",
+        "",
+        f"Run: {_meta_line(res['meta'])}.",
+        "",
+        f"The same MLP DEQ (width {st['width']}, Anderson, IFT, solve {st['solve']}) from the same initial weights, "
+        f"PGD-AT ({', '.join(f'{k}={v}' for k, v in st['pgd'].items())}), batch {st['batch']}, Adam {st['lr']}, one "
+        f"epoch of {st['samples']} mnist5k digits; the reference is torchdeq's DEQ with torchattacks' PGD in train "
+        "mode. Each side ran twice, alternating; the faster run is shown.",
+        "",
+    ]
+    rows = [[side, f"{res[side]['seconds']:.1f}", f"{res[side]['train_loss']:.3f}"] for side in ("deqlib", "reference")]
+    lines += _table(["side", "seconds", "training loss"], rows)
+    lines += ["", f"Ratio deqlib / reference: **{res['ratio_deqlib_over_reference']:.2f}** (goal ≤ 0.3).", ""]
+    return lines
+
+
 SECTIONS = [
     ("solvers", solvers_section),
     ("speedups", speedups_section),
     ("backward", backward_section),
     ("training", training_section),
     ("warmstart", warmstart_section),
+    ("adversarial", adversarial_section),
     ("notebooks", notebooks_section),
 ]
 

@@ -29,47 +29,23 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-HTML = ROOT / "_build" / "html"
-STAMP = HTML / ".build-stamp"
+from tests._book_build import HTML, ROOT, ensure_built
+
 SHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SOURCES = ["_config.yml", "_toc.yml", "book", "notebooks", "deqlib", "tools"]
-SOURCE_SUFFIXES = {".yml", ".md", ".bib", ".css", ".ipynb", ".py", ".sh", ".js"}
 
 
 def _unavailable(reason: str):
     if os.environ.get("CI"):
         pytest.fail(f"browser check cannot run in CI: {reason}")
     pytest.skip(f"browser check skipped: {reason} (install Debian's chromium and `pip install playwright`)")
-
-
-def _newest_source_mtime() -> float:
-    newest = 0.0
-    for name in SOURCES:
-        path = ROOT / name
-        files = [path] if path.is_file() else path.rglob("*") if path.is_dir() else []
-        for f in files:
-            if f.is_file() and f.suffix in SOURCE_SUFFIXES and "_static/vendor" not in f.as_posix():
-                newest = max(newest, f.stat().st_mtime)
-    return newest
-
-
-def _ensure_built() -> None:
-    if os.environ.get("BOOK_BUILT"):
-        assert (HTML / "index.html").is_file(), "BOOK_BUILT is set but _build/html/index.html is missing"
-        return
-    if STAMP.is_file() and STAMP.stat().st_mtime >= _newest_source_mtime():
-        return
-    subprocess.run(["bash", str(ROOT / "tools" / "build_book.sh")], cwd=ROOT, check=True)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -97,7 +73,7 @@ def crawl():
     except ImportError:
         _unavailable("playwright is not installed")
 
-    _ensure_built()
+    ensure_built()
     pages = sorted(
         p for p in HTML.rglob("*.html") if not {"_static", "_sources", "_images"} & set(p.relative_to(HTML).parts)
     )

@@ -94,6 +94,52 @@ def problems(nb: dict) -> List[str]:
     return found
 
 
+def _pinned_text(cell: dict, merged_stdout: bool = False) -> str:
+    """What of a pinned cell's outputs is compared: stdout (its chunks joined) and the text/plain of results and
+    displays. Not stderr (warnings name paths and line numbers), not images (pixels differ across matplotlib versions
+    without the result differing).
+
+    ``merged_stdout``: the cell comes from a notebook that myst-nb executed with ``nb_merge_streams`` (the book's
+    setting): its FIRST stdout output holds the whole merged stdout, and the chunks after it are left-overs of the
+    merge (myst-nb merges in place), so only the first one is read.
+    """
+    parts, seen_stdout = [], False
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and out.get("name") == "stdout":
+            if not (merged_stdout and seen_stdout):
+                parts.append(_source({"source": out.get("text", "")}))
+            seen_stdout = True
+        elif out.get("output_type") in ("execute_result", "display_data"):
+            text = out.get("data", {}).get("text/plain")
+            if text is not None:
+                parts.append(_source({"source": text}) + "\n")
+    # trailing blanks per line do not count (myst-nb strips them at the end of each merged chunk)
+    return "\n".join(line.rstrip() for line in "".join(parts).splitlines()).strip("\n")
+
+
+def pinned_differences(reference: dict, executed: dict, merged_stdout: bool = False) -> List[str]:
+    """The pinned cells whose outputs differ between a committed notebook and an executed copy of it (cells matched
+    by id); a pinned cell missing from the copy counts as a difference. Empty when they agree. ``merged_stdout``:
+    the copy was executed by the book build (see ``_pinned_text``).
+
+    This is nbval's ``--nbval-lax`` check, run on the notebook that the book build executed, so that CI executes
+    every notebook once (``tests/test_notebook_outputs.py``).
+    """
+    by_id = {c.get("id"): c for c in executed.get("cells", [])}
+    found = []
+    for i, cell in enumerate(reference.get("cells", [])):
+        if not is_pinned(cell):
+            continue
+        twin = by_id.get(cell.get("id"))
+        if twin is None:
+            found.append(f"cell {i} (id {cell.get('id')}): pinned, but not in the executed notebook")
+            continue
+        want, got = _pinned_text(cell), _pinned_text(twin, merged_stdout)
+        if want != got:
+            found.append(f"cell {i} (id {cell.get('id')}): output changed\n--- committed\n{want}\n--- executed\n{got}")
+    return found
+
+
 def execute(path: Path, timeout: int = 1800) -> dict:
     import nbformat
     from nbclient import NotebookClient
