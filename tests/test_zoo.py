@@ -148,3 +148,12 @@ def test_every_fast_recipe_loads_from_its_committed_weights_without_training(mon
         model = zoo.load(row["name"], allow_training=False)
         assert not model.training
         assert row["bytes"] < 1_000_000  # fast-mode models stay small enough to commit
+
+
+def test_building_a_model_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = zoo.build(TINY)
+    assert torch.equal(torch.rand(3), expected)
+    assert _same_weights(a, zoo.build(TINY)), "the initial weights come from the recipe's seed"

@@ -31,7 +31,6 @@ from torch import nn
 
 from .. import cells, data
 from ..checkpoint import load_model_state, save_model
-from ..config import seed_everything
 from ..losses import PGDAT, TRADES, cross_entropy
 from .recipes import RECIPES, ZooRecipe, get, names, recipe_hash
 from .store import ZooError, cache_dir, committed_dir, record_status, write_record
@@ -40,10 +39,12 @@ __all__ = ["load", "train", "build", "status", "names", "get", "recipe_hash", "Z
 
 
 def build(recipe: ZooRecipe) -> nn.Module:
-    """The recipe's classifier with its initial weights (seeded by the recipe's seed)."""
+    """The recipe's classifier with its initial weights (drawn from the recipe's seed; the caller's random state is
+    left as it was)."""
     train_set = data.load(recipe.dataset, "train")
-    seed_everything(recipe.seed)
-    return cells.classifier_for(train_set, recipe.kind, **dict(recipe.model))
+    with torch.random.fork_rng():
+        torch.manual_seed(recipe.seed)
+        return cells.classifier_for(train_set, recipe.kind, **dict(recipe.model))
 
 
 def _loss(recipe: ZooRecipe):
