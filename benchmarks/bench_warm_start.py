@@ -1,15 +1,16 @@
 """Warm starts (``deqlib.warm_start``) against cold starts, side by side in one run on the same model and digits.
 
-* AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square 5000 queries; ``deqlib.attacks.autoattack_standard``) on a
-  PGD-AT DEQ (the book's fast mnist5k recipe, ``deqlib.recipes.recipe("mnist5k")``: a conv cell with 32 channels,
-  Anderson, IFT, max_iter 20, tol 1e-3, backward_max_iter 8), 200 mnist5k test digits, L-infinity ε 0.1: deqlib with
-  its warm starts (the default) against the same attack inside ``warm_starts(model, enabled=False)``. Recorded: time,
-  the robust / non-robust verdict per sample in both runs (and how many differ), robust accuracy, the converged
-  fraction of the solves, and how many solves started warm.
-* One PGD-AT epoch (``fit`` with ``PGDAT(eps=0.2, alpha=0.05, steps=7)``, 4,000 training digits, batch 64), with and
-  without warm starts, from the same initial weights: cold, warm, cold, warm; the faster of each two is recorded.
+* AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square 5000 queries; ``deqlib.attacks.autoattack_standard``) on the
+  zoo's PGD-AT DEQ (``zoo.load("mnist5k-mlp-pgdat")``: MLP DEQ width 128, Anderson 30 steps, tol 1e-4, IFT; PGD-AT
+  ε 0.2), 200 mnist5k test digits, L-infinity ε 0.1: deqlib with its warm starts (the default) against the same
+  attack inside ``warm_starts(model, enabled=False)``. Recorded: time, the robust / non-robust verdict per sample in
+  both runs (and how many differ), clean and robust accuracy, the converged fraction of the solves, and how many
+  solves started warm.
+* One PGD-AT epoch of the same recipe (``fit`` with its ``PGDAT(eps=0.2, alpha=0.05, steps=7)``, 4,000 training
+  digits, batch 64), with and without warm starts, from the same initial weights: cold, warm, cold, warm; the faster
+  of each two is recorded.
 
-Run: ``python -m benchmarks.run --parts warmstart`` (about 6 minutes on a 2-core CPU; ``--quick``: 40 digits).
+Run: ``python -m benchmarks.run --parts warmstart`` (about 10 minutes on a 2-core CPU; ``--quick``: 40 digits).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any, Dict
 import torch
 from torch.utils.data import Subset
 
-from deqlib import cells, data
+from deqlib import data, zoo
 from deqlib.attacks import autoattack_standard
 from deqlib.losses import PGDAT
-from deqlib.recipes import recipe
 from deqlib.train import fit
 from deqlib.warm_start import warm_starts
 
@@ -32,21 +32,15 @@ from .common import log
 EPS = 0.1
 PGD = {"eps": 0.2, "alpha": 0.05, "steps": 7}
 N_DIGITS = 200
-TRAIN_EPOCHS = 3
+MODEL = "mnist5k-mlp-pgdat"
 
 
-def _model(seed: int = 0):
-    r = recipe("mnist5k", mode="fast")
-    train = data.load(r["dataset"], "train")
-    torch.manual_seed(seed)
-    return r, train, cells.classifier_for(train, r["kind"], **r["model"])
-
-
-def _fit(model, train, r, epochs: int, warm: bool) -> Dict[str, Any]:
-    opts = dict(r["fit"], epochs=epochs)
+def _fit(recipe, train, warm: bool, n_samples: int) -> Dict[str, Any]:
+    model = zoo.build(recipe)
+    opts = dict(recipe.fit, epochs=1)
     with warm_starts(model, enabled=warm):
         t0 = time.perf_counter()
-        hist = fit(model, train, loss_fn=PGDAT(**PGD), progress=False, device="cpu", **opts)
+        hist = fit(model, Subset(train, range(n_samples)), loss_fn=PGDAT(**PGD), progress=False, device="cpu", **opts)
         seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
@@ -86,31 +80,32 @@ def _attack(model, x, y, warm: bool) -> Dict[str, Any]:
 
 def run(*, quick: bool = False) -> Dict[str, Any]:
     n_digits = 40 if quick else N_DIGITS
-    r, train, model = _model()
-    epoch_train = Subset(train, range(512 if quick else len(train)))
-    # one PGD-AT epoch from the same initial weights, cold and warm interleaved twice; the faster of each kept
+    recipe = zoo.get(MODEL)
+    assert {k: recipe.loss[k] for k in PGD} == PGD, "the epoch part trains the recipe's own PGD-AT"
+    train = data.load(recipe.dataset, "train")
     epochs: Dict[str, Any] = {}
     for warm in (False, True, False, True):
-        _, _, fresh = _model()
         name = "warm" if warm else "cold"
-        res = _fit(fresh, epoch_train, r, 1, warm)
+        res = _fit(recipe, train, warm, 512 if quick else len(train))
         log(f"warmstart: PGD-AT epoch ({name}): {res}")
         if name not in epochs or res["seconds"] < epochs[name]["seconds"]:
             epochs[name] = dict(res, repeats=2)
-    # the attacked model: PGD-AT for a few epochs (warm starts on, the default)
-    _fit(model, epoch_train, r, 1 if quick else TRAIN_EPOCHS, True)
-    model.eval()
-    x, y = data.load("mnist5k", "test").subset(n_digits, seed=0).tensors()
+    model = zoo.load(MODEL, allow_training=False)
+    x, y = data.load(recipe.dataset, "test").subset(n_digits, seed=0).tensors()
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).float().mean().item()
     runs = {"warm": _attack(model, x, y, True), "cold": _attack(model, x, y, False)}
     differ = sum(a != b for a, b in zip(runs["warm"]["robust"], runs["cold"]["robust"]))
     out = {
         "settings": {
             "attack": f"autoattack_standard(eps={EPS}, L-infinity)",
             "digits": n_digits,
-            "model": r["model"],
+            "model": f"zoo: {MODEL}",
+            "recipe": recipe.hashed_fields(),
             "pgd_at": PGD,
-            "train_epochs": 1 if quick else TRAIN_EPOCHS,
+            "train_epochs": recipe.fit["epochs"],
         },
+        "clean_accuracy": clean,
         "autoattack": runs,
         "verdicts_differ": differ,
         "autoattack_time_ratio_warm_over_cold": runs["warm"]["seconds"] / runs["cold"]["seconds"],

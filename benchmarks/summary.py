@@ -432,7 +432,9 @@ def warmstart_section(res: Dict[str, Any]) -> List[str]:
         f"Run: {_meta_line(res['meta'])}.",
         "",
         f"`{st['attack']}` on {st['digits']} mnist5k test digits, on a DEQ trained with PGD-AT "
-        f"({', '.join(f'{k}={v}' for k, v in st['pgd_at'].items())}, {st['train_epochs']} epochs), with deqlib's warm "
+        f"({', '.join(f'{k}={v}' for k, v in st['pgd_at'].items())}, {st['train_epochs']} epochs"
+        + (f"; {st['model']}, clean accuracy {100 * res['clean_accuracy']:.1f} %" if "clean_accuracy" in res else "")
+        + "), with deqlib's warm "
         "starts (the default) and inside `warm_starts(model, enabled=False)`, in one run. Verdicts: the robust / "
         f"non-robust verdict per digit differs on **{res['verdicts_differ']}** of {st['digits']} digits.",
         "",
