@@ -85,7 +85,7 @@ def _deqlib_epoch(train, subset) -> Dict[str, Any]:
 def _reference_epoch(train, subset) -> Dict[str, Any]:
     import torchattacks
 
-    model = TorchdeqClassifier(copy_of(_deqlib_model(train)))
+    model = TorchdeqClassifier(_deqlib_model(train))
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loader = DataLoader(subset, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
     atk = torchattacks.PGD(model, random_start=True, **PGD)
@@ -101,12 +101,6 @@ def _reference_epoch(train, subset) -> Dict[str, Any]:
         opt.step()
         losses.append(loss.item())
     return {"seconds": time.perf_counter() - t0, "train_loss": sum(losses) / len(losses)}
-
-
-def copy_of(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def run(*, quick: bool = False) -> Dict[str, Any]:

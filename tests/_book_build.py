@@ -1,10 +1,13 @@
-"""The built web book that the browser check and the pinned-output check read (``_build/``), built once if stale."""
+"""The built web book that the browser check and the pinned-output check read (``_build/``), built once if stale;
+and the loader of the ``tools/`` scripts that the tests exercise."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -34,3 +37,11 @@ def ensure_built() -> None:
     if STAMP.is_file() and STAMP.stat().st_mtime >= newest_source_mtime():
         return
     subprocess.run(["bash", str(ROOT / "tools" / "build_book.sh")], cwd=ROOT, check=True)
+
+
+def load_tool(name: str) -> ModuleType:
+    """A script of ``tools/`` (not a package) imported as a module, e.g. ``load_tool("nbclean")``."""
+    spec = importlib.util.spec_from_file_location(f"book_tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -182,7 +182,7 @@ _DOM_PROBE = r"""() => {
       return {alt: i.getAttribute('alt') || '', id: fig ? fig.id : '', numbered: !!(cap && /Figure \d/.test(cap.textContent)),
               caption: cap ? cap.textContent.trim().slice(0, 60) : ''};
     }),
-    toggle_texts: [...document.querySelectorAll('details.hide summary, details.toggle-details summary, details summary')]
+    toggle_texts: [...document.querySelectorAll('details summary')]
       .map(s => s.textContent.trim()),
   };
 }"""

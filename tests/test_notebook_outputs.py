@@ -8,25 +8,15 @@ ones. ``python -m pytest notebooks --nbval-lax`` remains the same check as a sta
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import yaml
 
-from tests._book_build import EXECUTED, ROOT, ensure_built
+from tests._book_build import EXECUTED, ROOT, ensure_built, load_tool
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def _nbclean():
-    spec = importlib.util.spec_from_file_location("nbclean", ROOT / "tools" / "nbclean.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-nbclean = _nbclean()
+nbclean = load_tool("nbclean")
 
 
 def _cell(cid, source, outputs, pinned=True):

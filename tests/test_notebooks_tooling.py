@@ -1,13 +1,13 @@
 """The notebooks' conventions and the code behind the book's figures.
 
 - every chapter notebook's Colab badge and install cell match ``_config.yml`` (``tools/colab.py --check``);
-- committed notebooks carry outputs only in ``# NBVAL_CHECK_OUTPUT`` cells (``tools/nbclean.py --check``);
+- committed notebooks carry outputs only in cells tagged ``nbval-check-output`` (``tools/nbclean.py --check``);
 - ``tools/colab.py`` writes what it promises (guarded install, --no-deps, one source of the URL), idempotently;
 - ``deqlib.viz`` draws every figure without a display, and the book's build makes its animations load nothing
   from other hosts (``book/_ext/book_html.py``), the way chapter 1 displays them;
 - ``deqlib.widgets`` builds its explorers.
 
-The notebooks themselves run under ``pytest --nbval-lax notebooks/`` (see book/setup.md).
+The notebooks themselves run in the book build; their pinned outputs are compared by ``test_notebook_outputs.py``.
 """
 
 from __future__ import annotations
@@ -30,20 +30,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from deqlib import viz  # noqa: E402
+from tests._book_build import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"book_tools_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-colab = _load_tool("colab")
-nbclean = _load_tool("nbclean")
+colab = load_tool("colab")
+nbclean = load_tool("nbclean")
 
 
 def _load_book_extension():

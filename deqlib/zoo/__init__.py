@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -127,7 +128,7 @@ def train(
             "recipe": recipe.hashed_fields(),
             "recipe_hash": recipe_hash(recipe),
             "description": recipe.description,
-            "deqlib_version": _version(),
+            "deqlib_version": sys.modules["deqlib"].__version__,
             "train_seconds": round(seconds, 1),
             "torch": torch.__version__,
             "command": command or " ".join(["python", "-m", "deqlib.zoo", "train", name]),
@@ -161,15 +162,6 @@ def _test_accuracy(model: nn.Module, recipe: ZooRecipe) -> float:
     from ..train import evaluate_accuracy
 
     return float(evaluate_accuracy(model.eval(), data.load(recipe.dataset, "test")))
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("deqlib")
-    except Exception:  # not installed (run from a checkout)
-        return "unknown"
 
 
 def status(name: Optional[str] = None) -> List[Dict[str, Any]]:
