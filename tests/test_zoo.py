@@ -88,6 +88,22 @@ def test_committed_weights_load_without_training_and_are_checked(tiny):
         zoo.load(TINY.name)
 
 
+def test_another_seed_never_loads_the_committed_weights_and_lives_in_the_cache(tiny):
+    tmp, calls = tiny
+    committed = zoo.train(TINY.name, committed=True, progress=False)
+    with pytest.raises(zoo.ZooError, match="--seed 1 --cache"):
+        zoo.load(TINY.name, seed=1, allow_training=False)
+    other = zoo.load(TINY.name, seed=1, progress=False)
+    assert len(calls) == 2 and not _same_weights(other, committed)
+    assert _same_weights(zoo.load(TINY.name, seed=1, allow_training=False), other)
+    assert _same_weights(zoo.load(TINY.name, seed=0, allow_training=False), committed)
+    assert [p.name for p in (tmp / "committed").glob("*.pt")] == [f"{TINY.name}.pt"]
+    with pytest.raises(zoo.ZooError, match="only the recipe's own seed"):
+        zoo.train(TINY.name, seed=1, committed=True, progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        zoo.load(TINY.name, seed=-1)
+
+
 def test_a_changed_recipe_never_loads_old_weights(tiny, monkeypatch):
     _, calls = tiny
     zoo.train(TINY.name, committed=True, progress=False)

@@ -60,7 +60,19 @@ def _file(folder: Path, recipe: ZooRecipe, keyed: bool) -> Path:
 
 
 def _places(recipe: ZooRecipe) -> List[Path]:
-    return [_file(cache_dir(), recipe, keyed=True), _file(committed_dir(), recipe, keyed=False)]
+    # Another seed's weights are never committed (a multi-seed experiment's members live in the cache only).
+    cached = _file(cache_dir(), recipe, keyed=True)
+    return [cached, _file(committed_dir(), recipe, keyed=False)] if recipe.name in RECIPES else [cached]
+
+
+def _recipe(name: str, seed: Optional[int]) -> ZooRecipe:
+    """Recipe ``name``, or its copy with training seed ``seed`` (named ``<name>-seed<seed>``)."""
+    recipe = get(name)
+    if seed is None or seed == recipe.seed:
+        return recipe
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"zoo: seed must be a non-negative int, got {seed!r}")
+    return recipe.with_seed(seed)
 
 
 def _from_file(recipe: ZooRecipe, path: Path, device: Optional[str]) -> nn.Module:
@@ -69,11 +81,20 @@ def _from_file(recipe: ZooRecipe, path: Path, device: Optional[str]) -> nn.Modul
     return model.to(device or "cpu").eval()
 
 
-def load(name: str, *, allow_training: bool = True, progress: bool = True, device: Optional[str] = None) -> nn.Module:
+def load(
+    name: str,
+    *,
+    seed: Optional[int] = None,
+    allow_training: bool = True,
+    progress: bool = True,
+    device: Optional[str] = None,
+) -> nn.Module:
     """The trained model of recipe ``name``, in eval mode.
 
     Args:
         name: a recipe name (:func:`names`).
+        seed: another training seed than the recipe's (a multi-seed experiment): only the cache holds such
+            weights, so without them the model is trained.
         allow_training: train (and cache) the model when no matching weights exist; False: raise instead.
         progress: show a progress bar while training.
         device: where to put the model (default the CPU).
@@ -82,7 +103,7 @@ def load(name: str, *, allow_training: bool = True, progress: bool = True, devic
         ZooError: a weights file whose bytes do not match its record (damaged); no matching weights and
             ``allow_training=False``.
     """
-    recipe = get(name)
+    recipe = _recipe(name, seed)
     want = recipe_hash(recipe)
     for path in _places(recipe):
         state = record_status(path, want)
@@ -97,21 +118,32 @@ def load(name: str, *, allow_training: bool = True, progress: bool = True, devic
             warnings.warn(f"zoo: {path} was trained for another version of recipe {name}; not loaded", stacklevel=2)
     if not allow_training:
         raise ZooError(
-            f"zoo: no weights of {name} for its current recipe (hash {want[:12]}) in {cache_dir()} or "
-            f"{committed_dir()}; train them with `python -m deqlib.zoo train {name}`"
+            f"zoo: no weights of {recipe.name} for its current recipe (hash {want[:12]}) in {cache_dir()} or "
+            f"{committed_dir()}; train them with `python -m deqlib.zoo train {' '.join([name] + _seed_args(recipe, name))}`"
         )
-    return train(name, progress=progress, device=device)
+    return train(name, seed=seed, progress=progress, device=device)
 
 
 def train(
-    name: str, *, committed: bool = False, progress: bool = True, device: Optional[str] = None, command: str = ""
+    name: str,
+    *,
+    seed: Optional[int] = None,
+    committed: bool = False,
+    progress: bool = True,
+    device: Optional[str] = None,
+    command: str = "",
 ) -> nn.Module:
-    """Train recipe ``name`` and store its weights and record (in the cache, or the committed folder).
+    """Train recipe ``name`` (with training seed ``seed``, default the recipe's) and store its weights and record
+    in the cache, or in the committed folder (the recipe's own seed only).
 
     A checkpoint is written beside the weights after every epoch; a second call after an interruption resumes
     from it. Returns the trained model in eval mode.
     """
-    recipe = get(name)
+    recipe = _recipe(name, seed)
+    if committed and recipe.name != name:
+        raise ZooError(
+            f"zoo: only the recipe's own seed ({get(name).seed}) is committed; train seed {seed} with the cache"
+        )
     path = _file(committed_dir() if committed else cache_dir(), recipe, keyed=not committed)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = build(recipe)
@@ -131,7 +163,7 @@ def train(
             "deqlib_version": sys.modules["deqlib"].__version__,
             "train_seconds": round(seconds, 1),
             "torch": torch.__version__,
-            "command": command or " ".join(["python", "-m", "deqlib.zoo", "train", name]),
+            "command": command or " ".join(["python", "-m", "deqlib.zoo", "train", name] + _seed_args(recipe, name)),
             "test_accuracy": _test_accuracy(model, recipe),
             "history": history.to_dict(),
         },
@@ -139,6 +171,10 @@ def train(
     for leftover in (checkpoint, Path(str(checkpoint) + ".bak")):
         leftover.unlink(missing_ok=True)
     return model.eval()
+
+
+def _seed_args(recipe: ZooRecipe, name: str) -> List[str]:
+    return [] if recipe.name == name else ["--seed", str(recipe.seed), "--cache"]
 
 
 def _fit(model: nn.Module, recipe: ZooRecipe, options: Dict[str, Any], checkpoint: Path, progress: bool, device):

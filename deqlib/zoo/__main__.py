@@ -15,7 +15,7 @@ import shlex
 import sys
 from typing import List, Optional
 
-from . import names, status, train
+from . import get, names, status, train
 from .store import committed_dir, read_record
 
 
@@ -50,6 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_train.add_argument("names", nargs="*")
     p_train.add_argument("--all", action="store_true", help="every fast recipe without ok committed weights")
     p_train.add_argument("--cache", action="store_true", help="store in this machine's cache, not the committed folder")
+    p_train.add_argument("--seed", type=int, default=None, help="another training seed (stored in the cache only)")
     p_train.add_argument("--no-progress", action="store_true")
     p_verify = sub.add_parser("verify", help="check the committed weights against their records and recipes")
     p_verify.add_argument("--require-all", action="store_true", help="a fast recipe without weights is a problem")
@@ -69,7 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = "python -m deqlib.zoo " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     for name in todo:
         print(f"training {name}", flush=True)
-        train(name, committed=not args.cache, progress=not args.no_progress, command=command)
+        committed = not args.cache and args.seed in (None, get(name).seed)
+        train(name, seed=args.seed, committed=committed, progress=not args.no_progress, command=command)
     return _list()
 
 
