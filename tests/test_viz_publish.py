@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -22,3 +26,10 @@ def test_glue_returns_the_value_and_checks_the_name():
     assert viz.glue("ch0_x", value) is value
     with pytest.raises(TypeError, match="name"):
         viz.glue("", 1)
+
+
+def test_on_colab_glue_prints_what_the_unrendered_role_names(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert viz.glue("ch9_rate", np.float64(0.25)) == 0.25
+    viz.glue("ch9_table", pd.DataFrame({"a": [1]}))  # not a number: nothing printed
+    assert capsys.readouterr().out == "ch9_rate = 0.25\n"

@@ -1,8 +1,9 @@
 """Hand a computed value to the web book's prose (myst-nb's ``glue``), and do nothing where there is no book.
 
 The chapters write every number of their prose as ``{glue:text}`key:.2f``` and glue it from the cell that computed
-it. The book build has myst-nb; a reader on Colab does not need it (and need not install it): there :func:`glue` only
-returns the value.
+it. The book build has myst-nb; a reader on Colab does not need it (and need not install it). Colab shows the prose's
+roles unrendered, as ``{glue:text}`ch3_rho:.2f```, so there :func:`glue` prints ``ch3_rho = 0.83...`` under the cell
+that computed it: the number a role names is always in the output just above it.
 
 Example:
     >>> from deqlib import viz
@@ -12,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import sys
+from numbers import Number
 from typing import Any, TypeVar
 
 __all__ = ["glue"]
@@ -32,6 +35,11 @@ def glue(name: str, value: T, display: bool = False) -> T:
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"glue: name must be a non-empty string, got {name!r}")
+    if "google.colab" in sys.modules:  # the prose's roles are not rendered there: show what they name
+        plain = _plain(value)
+        if isinstance(plain, (Number, str)):
+            print(f"{name} = {plain!r}")
+        return value
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # no book build here (e.g. Colab): nothing to hand the value to
