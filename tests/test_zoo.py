@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from deqlib import zoo
+from deqlib.defenses import RandomDepthClassifier
 from deqlib.zoo import __main__ as cli
 from deqlib.zoo import recipes
 from deqlib.zoo.store import sha256_of
@@ -49,6 +50,7 @@ def test_hash_follows_every_field_that_decides_the_weights_and_not_the_descripti
         replace(TINY, seed=1),
         replace(TINY, model={**TINY.model, "width": 9}),
         replace(TINY, loss={"name": "pgd_at", "eps": 0.1, "alpha": 0.02, "steps": 3}),
+        replace(TINY, wrapper={"name": "random_depth", "max_depth": 4, "phantom_steps": 2, "phantom_tau": 0.5}),
     ):
         assert recipes.recipe_hash(changed) != h
 
@@ -58,6 +60,10 @@ def test_recipes_are_validated_and_the_registry_has_fast_and_full_ones():
         replace(TINY, loss={"name": "pgd_at", "eps": 0.1})
     with pytest.raises(ValueError, match="mode"):
         replace(TINY, mode="medium")
+    with pytest.raises(ValueError, match="missing"):
+        replace(TINY, wrapper={"name": "random_depth", "max_depth": 4})
+    with pytest.raises(ValueError, match="wrapper name"):
+        replace(TINY, wrapper={"name": "lyapunov"})
     with pytest.raises(ValueError, match="no recipe"):
         zoo.get("no-such-model")
     assert {"mnist5k-mlp-standard", "mnist5k-mlp-pgdat", "mnist5k-mlp-trades"} <= set(zoo.names("fast"))
@@ -102,6 +108,17 @@ def test_another_seed_never_loads_the_committed_weights_and_lives_in_the_cache(t
         zoo.train(TINY.name, seed=1, committed=True, progress=False)
     with pytest.raises(ValueError, match="seed"):
         zoo.load(TINY.name, seed=-1)
+
+
+def test_a_wrapped_recipe_trains_and_loads_inside_its_defence(tiny, monkeypatch):
+    wrapped = replace(TINY, wrapper={"name": "random_depth", "max_depth": 3, "phantom_steps": 2, "phantom_tau": 0.5})
+    monkeypatch.setitem(recipes.RECIPES, TINY.name, wrapped)
+    trained = zoo.train(TINY.name, progress=False)
+    loaded = zoo.load(TINY.name, allow_training=False)
+    assert isinstance(loaded, RandomDepthClassifier) and (loaded.max_depth, loaded.phantom_steps) == (3, 2)
+    assert _same_weights(loaded, trained)
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(loaded(x), loaded(x)) and loaded.last_depth == 3  # eval: the fixed depth
 
 
 def test_a_changed_recipe_never_loads_old_weights(tiny, monkeypatch):

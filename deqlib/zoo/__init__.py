@@ -45,7 +45,13 @@ def build(recipe: ZooRecipe) -> nn.Module:
     train_set = data.load(recipe.dataset, "train")
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed)
-        return cells.classifier_for(train_set, recipe.kind, **dict(recipe.model))
+        model = cells.classifier_for(train_set, recipe.kind, **dict(recipe.model))
+    if not recipe.wrapper:
+        return model
+    from ..defenses import RandomDepthClassifier
+
+    options = {k: v for k, v in recipe.wrapper.items() if k != "name"}
+    return {"random_depth": RandomDepthClassifier}[recipe.wrapper["name"]](model, **options)
 
 
 def _loss(recipe: ZooRecipe):

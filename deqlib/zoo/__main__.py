@@ -20,12 +20,15 @@ from .store import committed_dir, read_record
 
 
 def _list() -> int:
-    print(f"{'recipe':28s} {'mode':5s} {'committed':10s} {'cached':8s} {'size':>9s} {'trained in':>10s}")
+    width = max(len(n) for n in names())
+    print(f"{'recipe':{width}s} {'mode':5s} {'committed':10s} {'cached':8s} {'size':>9s} {'trained in':>10s}")
     for row in status():
         record = read_record(committed_dir() / f"{row['name']}.pt") if row["committed"] != "missing" else None
         size = f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-"
         seconds = f"{record['train_seconds']:.0f} s" if record and "train_seconds" in record else "-"
-        print(f"{row['name']:28s} {row['mode']:5s} {row['committed']:10s} {row['cached']:8s} {size:>9s} {seconds:>10s}")
+        print(
+            f"{row['name']:{width}s} {row['mode']:5s} {row['committed']:10s} {row['cached']:8s} {size:>9s} {seconds:>10s}"
+        )
     return 0
 
 

@@ -20,12 +20,14 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from .._validate import check_choice
 
-__all__ = ["ZOO_FORMAT", "ZooRecipe", "RECIPES", "get", "names", "recipe_hash", "LOSSES"]
+__all__ = ["ZOO_FORMAT", "ZooRecipe", "RECIPES", "get", "names", "recipe_hash", "LOSSES", "WRAPPERS"]
 
 #: Bumped when deqlib's training code changes what a recipe trains (all hashes change with it).
 ZOO_FORMAT = 1
 #: The training losses a recipe can name, and their parameters.
 LOSSES = {"ce": (), "pgd_at": ("eps", "alpha", "steps"), "trades": ("eps", "alpha", "steps", "beta")}
+#: The defences a recipe can wrap its classifier in (trained and served wrapped), and their parameters.
+WRAPPERS = {"random_depth": ("max_depth", "phantom_steps", "phantom_tau")}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class ZooRecipe:
         loss: ``{"name": "ce" | "pgd_at" | "trades", ...its parameters}``.
         fit: options of :func:`deqlib.train.fit` (epochs, lr, batch_size, scheduler, grad_clip).
         seed: the training seed.
+        wrapper: ``{}`` (the plain classifier) or ``{"name": "random_depth", ...its parameters}``: the model is
+            trained, stored and loaded inside that defence (:data:`WRAPPERS`).
         description: what the model is for (not part of the hash).
     """
 
@@ -52,25 +56,22 @@ class ZooRecipe:
     loss: Mapping[str, Any]
     fit: Mapping[str, Any]
     seed: int = 0
+    wrapper: Mapping[str, Any] = field(default_factory=dict)
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         check_choice(self.mode, "mode", f"ZooRecipe {self.name}", ("fast", "full"))
         check_choice(self.kind, "kind", f"ZooRecipe {self.name}", ("mlp", "conv"))
-        loss = dict(self.loss)
-        name = check_choice(loss.get("name"), "loss name", f"ZooRecipe {self.name}", tuple(LOSSES))
-        missing = [p for p in LOSSES[name] if p not in loss]
-        extra = sorted(set(loss) - set(LOSSES[name]) - {"name"})
-        if missing or extra:
-            raise ValueError(
-                f"ZooRecipe {self.name}: loss {name!r} needs {LOSSES[name]}; missing {missing}, extra {extra}"
-            )
+        _check_params(dict(self.loss), LOSSES, "loss", self.name)
+        if self.wrapper:
+            _check_params(dict(self.wrapper), WRAPPERS, "wrapper", self.name)
         if "epochs" not in self.fit:
             raise ValueError(f"ZooRecipe {self.name}: fit options must give the number of epochs")
 
     def hashed_fields(self) -> Dict[str, Any]:
-        """The fields that decide the weights (everything but the name and description)."""
-        return {
+        """The fields that decide the weights (everything but the name and description; no wrapper, no key, so the
+        plain recipes keep the hashes they were committed with)."""
+        fields = {
             "zoo_format": ZOO_FORMAT,
             "dataset": self.dataset,
             "mode": self.mode,
@@ -80,10 +81,21 @@ class ZooRecipe:
             "fit": dict(self.fit),
             "seed": self.seed,
         }
+        if self.wrapper:
+            fields["wrapper"] = dict(self.wrapper)
+        return fields
 
     def with_seed(self, seed: int) -> "ZooRecipe":
         """The same recipe with another training seed (a multi-seed experiment's member)."""
         return replace(self, name=f"{self.name}-seed{seed}", seed=seed)
+
+
+def _check_params(spec: Dict[str, Any], table: Mapping[str, tuple], what: str, recipe: str) -> None:
+    name = check_choice(spec.get("name"), f"{what} name", f"ZooRecipe {recipe}", tuple(table))
+    missing = [p for p in table[name] if p not in spec]
+    extra = sorted(set(spec) - set(table[name]) - {"name"})
+    if missing or extra:
+        raise ValueError(f"ZooRecipe {recipe}: {what} {name!r} needs {table[name]}; missing {missing}, extra {extra}")
 
 
 def recipe_hash(recipe: ZooRecipe) -> str:
@@ -102,6 +114,8 @@ _CONV_FULL = {"channels": 64, "solver": "broyden", "max_iter": 8, "tol": 1e-4, "
 _FIT_FULL = {"epochs": 30, "lr": 1e-3, "batch_size": 128, "scheduler": "cosine", "grad_clip": 1.0}
 _AT_FAST = {"eps": 0.2, "alpha": 0.05, "steps": 7}
 _AT_FULL = {"eps": 8 / 255, "alpha": 2 / 255, "steps": 10}
+# PAPERS.md §3: depth U{1..T}, T = 8, then 5 damped phantom steps, lambda 0.5; evaluation at the fixed depth T.
+_RANDOM_DEPTH = {"name": "random_depth", "max_depth": 8, "phantom_steps": 5, "phantom_tau": 0.5}
 
 
 def _standard_set(dataset: str, mode: str, kind: str, model: Mapping[str, Any], fit: Mapping[str, Any], at) -> List:
@@ -124,11 +138,25 @@ def _standard_set(dataset: str, mode: str, kind: str, model: Mapping[str, Any], 
     ]
 
 
+def _random_depth_set(dataset: str, mode: str, kind: str, model: Mapping[str, Any], fit: Mapping[str, Any], at) -> List:
+    """Yang et al. 2023's random intermediate states: PGD-AT and TRADES (beta 6, as released) with the readout at a
+    depth drawn from {1, ..., 8} for every forward pass, 5 phantom steps of damping 0.5 (chapter 7)."""
+    return [
+        replace(r, name=r.name.replace(f"{kind}-", f"{kind}-randdepth-"), wrapper=_RANDOM_DEPTH, description=d)
+        for r, d in zip(
+            _standard_set(dataset, mode, kind, model, fit, at)[1:],
+            ("PGD-AT with random intermediate states", "TRADES (beta 6) with random intermediate states"),
+        )
+    ]
+
+
 def _build_registry() -> Dict[str, ZooRecipe]:
     recipes = _standard_set("mnist5k", "fast", "mlp", _MLP_FAST, _FIT_FAST, _AT_FAST)
+    recipes += _random_depth_set("mnist5k", "fast", "mlp", _MLP_FAST, _FIT_FAST, _AT_FAST)
     for dataset in ("mnist", "svhn", "cifar10"):
         at = _AT_FAST if dataset == "mnist" else _AT_FULL
         recipes += _standard_set(dataset, "full", "conv", _CONV_FULL, _FIT_FULL, at)
+        recipes += _random_depth_set(dataset, "full", "conv", _CONV_FULL, _FIT_FULL, at)
     return {r.name: r for r in recipes}
 
 
