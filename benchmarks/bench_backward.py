@@ -111,8 +111,9 @@ def run(
                 deq = deqs[g]
                 sb = saved_bytes(deq, u)
                 pk, end = peak_bytes(deq, u)
-                # The per-sample residual traces (N x K floats) that the forward and the adjoint SolverInfo keep:
-                # diagnostics that grow with K by design, not autograd memory.
+                # The per-sample residual traces (N x K floats) of the forward and the adjoint SolverInfo: since
+                # issue 15 a DEQ keeps them only with record=True (these DEQs do not), so this is 0; before, they
+                # were the one part of the IFT's peak that grew with K.
                 trace_bytes = deq.last_info.trace.numel() * deq.last_info.trace.element_size()
                 if g == "ift" and deq.last_backward_info is not None:
                     bt = deq.last_backward_info.trace

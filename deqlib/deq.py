@@ -22,9 +22,10 @@ reaching the tolerance emits one :class:`~deqlib.solvers.SolverConvergenceWarnin
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +51,7 @@ from .solvers import (
     get_solver,
     warn_not_converged,
 )
-from .solvers.info import check_settings, check_solver_result
+from .solvers.info import check_settings, check_solver_result, without_traces
 from .solvers.registry import check_signature
 
 #: The tags a solve listener receives: a forward solve (``forward`` or ``solve``) and an adjoint solve (IFT backward).
@@ -85,7 +86,8 @@ class _ImplicitBackward(torch.autograd.Function):
 
         solver = get_solver(deq.backward_solver)
         g0 = grad if ctx.warm is None else ctx.warm[0].initial_adjoint(ctx.warm[1], grad)
-        result = solver(adjoint, g0, **{"record": False, **deq.backward_options})
+        with deq._traces():
+            result = solver(adjoint, g0, **{"record": False, **deq.backward_options})
         g, info = check_solver_result(result, grad, "DEQ (IFT backward)", deq._solver_label("backward"))
         if ctx.warm is not None:
             ctx.warm[0].store_adjoint(ctx.warm[1], g)
@@ -144,7 +146,10 @@ class DEQ(nn.Module):
         phantom_steps, phantom_tau: k and tau of the phantom gradient (:func:`~deqlib.solvers.damped_steps`).
         jac_reg_samples: if > 0, each forward with autograd on stores a differentiable Hutchinson estimate of
             ||df/dz||_F^2 / dim in ``last_jacobian_loss`` (Jacobian regularisation).
-        record: keep the trajectory of states of each call in ``last_trajectory``.
+        record: keep the trajectory of states of each call in ``last_trajectory``, and the per-iteration residual
+            traces in ``last_info.trace`` / ``last_backward_info.trace`` (without it they are empty, (N, 0): the
+            forward and adjoint solves run inside :func:`~deqlib.solvers.without_traces`; :meth:`solve` keeps
+            them always).
         **solver_options: options of the forward solver (e.g. ``m=5`` for Anderson); unknown ones raise TypeError.
 
     Solver statistics: ``last_info`` / ``last_backward_info`` hold the reports of the LAST forward and adjoint
@@ -315,6 +320,10 @@ class DEQ(nn.Module):
         result = get_solver(self.solver)(f, z0, record=record, **opts)
         return check_solver_result(result, z0, "DEQ", self._solver_label("forward"))
 
+    def _traces(self) -> ContextManager[None]:
+        """The forward and adjoint solves keep no per-iteration trace unless ``record`` (nothing reads it)."""
+        return contextlib.nullcontext() if self.record else without_traces()
+
     def _phantom(self, z: Tensor, x: Tensor) -> Tensor:
         return damped_steps(lambda s: self.cell(s, x), z, self.phantom_steps, self.phantom_tau)
 
@@ -331,7 +340,8 @@ class DEQ(nn.Module):
 
         self.last_jacobian_loss = None
         if self.grad == "unroll" and torch.is_grad_enabled():  # never warm-started: the gradient is of these steps
-            z_star, info = self._solve(f, z_init, self.record)
+            with self._traces():
+                z_star, info = self._solve(f, z_init, self.record)
             self._store(info)
             if self.jac_reg_samples:
                 self._jacobian_loss(z_star.detach(), x)
@@ -340,7 +350,7 @@ class DEQ(nn.Module):
         pool = self.warm_start if z0 is None else None
         if pool is not None:
             z_init, slots = pool.initial_state(x, z_init)
-        with torch.no_grad():
+        with torch.no_grad(), self._traces():
             z_star, info = self._solve(f, z_init, self.record)
         self._store(info)
         warm = None if pool is None else (pool, pool.store(x, z_star, slots))

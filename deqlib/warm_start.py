@@ -67,6 +67,7 @@ class WarmStartPool:
         self._filled = 0
         self._next = 0
         self._projection: Optional[Tensor] = None
+        self._last_query: Optional[Tuple[Tensor, Tensor, Tensor]] = None  # (input, flattened, keys) of match()
 
     def _compatible(self, u: Tensor, state: Tensor) -> bool:
         s = self._states
@@ -90,25 +91,30 @@ class WarmStartPool:
         if self._filled == 0 or self._inputs is None or u.reshape(n, -1).shape[1] != self._inputs.shape[1]:
             return torch.full((n,), -1, dtype=torch.long, device=u.device)
         flat = u.detach().reshape(n, -1).to(self._inputs.dtype)
+        keys = flat @ self._projection
+        self._last_query = (u, flat, keys)  # store() of the same input reuses them
         stored = self._inputs[: self._filled]
-        nearest = torch.cdist(flat @ self._projection, self._keys[: self._filled]).argmin(dim=1)
-        dist = (flat - stored[nearest]).norm(dim=1)
-        ok = dist <= self.radius * stored[nearest].norm(dim=1)
-        return torch.where(ok, nearest, torch.full_like(nearest, -1))
+        nearest = torch.cdist(keys, self._keys[: self._filled]).argmin(dim=1)
+        near = stored[nearest]
+        ok = (flat - near).norm(dim=1) <= self.radius * near.norm(dim=1)
+        return torch.where(ok, nearest, -1)
 
     def initial_state(self, u: Tensor, default: Tensor) -> Tuple[Tensor, Tensor]:
         """``default`` with the stored equilibria in the rows that match; and the matched slots (-1: none)."""
+        self._last_query = None
         if not self._compatible(u, default):
             slots = torch.full((len(u),), -1, dtype=torch.long, device=u.device)
         else:
             slots = self.match(u)
         hit = slots >= 0
-        self.stats["warm"] += int(hit.sum())
-        self.stats["cold"] += len(u) - int(hit.sum())
-        if not hit.any():
+        n_hit = int(hit.sum())
+        self.stats["warm"] += n_hit
+        self.stats["cold"] += len(u) - n_hit
+        if n_hit == 0:
             return default, slots
-        z0 = default.clone()
-        z0[hit] = self._states[slots[hit]]
+        if n_hit == len(u):  # the usual case inside an attack: no mask needed
+            return self._states[slots], slots
+        z0 = torch.where(hit.view(-1, *([1] * (default.dim() - 1))), self._states[slots.clamp_min(0)], default)
         return z0, slots
 
     def store(self, u: Tensor, state: Tensor, slots: Tensor) -> Tensor:
@@ -117,19 +123,25 @@ class WarmStartPool:
         Returns:
             The slot of every row (for :meth:`initial_adjoint` / :meth:`store_adjoint` in the backward pass).
         """
+        query, self._last_query = self._last_query, None
         if not self._compatible(u, state):
             self._reset(u, state)
-            slots = torch.full((len(u),), -1, dtype=torch.long, device=u.device)
-        slots = slots.clone()
+            slots, query = torch.full((len(u),), -1, dtype=torch.long, device=u.device), None
         new = (slots < 0).nonzero().flatten()
-        slots[new] = (self._next + torch.arange(len(new), device=u.device)) % self.capacity
-        self._next = (self._next + len(new)) % self.capacity
-        self._filled = min(self.capacity, self._filled + len(new))
-        flat = u.detach().reshape(len(u), -1).to(self._inputs.dtype)
+        if len(new):
+            slots = slots.clone()
+            slots[new] = (self._next + torch.arange(len(new), device=u.device)) % self.capacity
+            self._next = (self._next + len(new)) % self.capacity
+            self._filled = min(self.capacity, self._filled + len(new))
+            self._has_adjoint[slots[new]] = False
+        if query is not None and query[0] is u:
+            flat, keys = query[1], query[2]
+        else:
+            flat = u.detach().reshape(len(u), -1).to(self._inputs.dtype)
+            keys = flat @ self._projection
         self._inputs[slots] = flat
-        self._keys[slots] = flat @ self._projection
+        self._keys[slots] = keys
         self._states[slots] = state.detach()
-        self._has_adjoint[slots[new]] = False
         return slots
 
     def initial_adjoint(self, slots: Tensor, default: Tensor) -> Tensor:

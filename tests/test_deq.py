@@ -208,3 +208,28 @@ def test_custom_backward_solver_gets_every_solver_keyword():
     x = torch.randn(3, 4, requires_grad=True)
     DEQ(MLPCell(4), solver=my_solver, tol=1e-6)(x).sum().backward()
     assert calls == [False, False] and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("grad", ["ift", "unroll"])
+def test_forward_and_adjoint_keep_no_trace_unless_record(grad):
+    """A DEQ's forward and adjoint solves keep no per-iteration trace (the one part of the IFT's memory that grows
+    with the iterations), unless built with record=True; the analysis solve keeps it; warnings still come."""
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    plain, recorded = (DEQ(tanh_cell(), grad=grad, tol=1e-10, max_iter=100, record=r) for r in (False, True))
+    loss_of(plain(x)).backward()
+    g_plain, x.grad = x.grad.clone(), None
+    assert plain.last_info.trace.shape == (4, 0)
+    loss_of(recorded(x)).backward()
+    torch.testing.assert_close(x.grad, g_plain, rtol=0, atol=0)  # the same solve, the same gradient
+    steps = recorded.last_info.steps
+    assert recorded.last_info.trace.shape == (4, int(steps.max()))
+    assert torch.isfinite(recorded.last_info.trace[torch.arange(4), steps - 1]).all()
+    torch.testing.assert_close(plain.last_info.steps, steps, rtol=0, atol=0)
+    if grad == "ift":
+        assert plain.last_backward_info.trace.shape == (4, 0)
+        assert recorded.last_backward_info.trace.shape[1] == int(recorded.last_backward_info.steps.max())
+    _, info = plain.solve(x.detach(), record=False)
+    assert info.trace.shape == (4, int(info.steps.max())), "DEQ.solve (analysis) keeps the trace"
+    short = DEQ(tanh_cell(), grad=grad, tol=1e-12, max_iter=2)
+    with pytest.warns(deqlib.SolverConvergenceWarning):
+        short(x)

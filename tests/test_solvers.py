@@ -192,3 +192,33 @@ def test_registry_custom_solver_and_errors():
         register_solver("bad", lambda f, z0: None)
     with pytest.raises(ValueError, match="already registered"):
         register_solver("anderson", two)
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: s.__name__)
+def test_without_traces_changes_nothing_but_the_trace(solver):
+    from deqlib.solvers import without_traces
+
+    gains = torch.tensor([0.9, -0.5, 0.3, 0.7], dtype=torch.float64)
+
+    def f(z):  # sample 0 converges at once, sample 1 breaks (NaN), sample 2 runs out of its 3 steps
+        return torch.stack([torch.ones_like(z[0]), z[1] + float("nan"), gains * z[2] + 1.0])
+
+    z0 = torch.zeros(3, 4, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as traced_warnings:
+        warnings.simplefilter("always")
+        z_t, traced = solver(f, z0, max_iter=3, tol=1e-8, stop_mode="abs")
+    with without_traces():
+        with warnings.catch_warnings(record=True) as bare_warnings:
+            warnings.simplefilter("always")
+            z_b, bare = solver(f, z0, max_iter=3, tol=1e-8, stop_mode="abs")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, recorded = solver(f, z0, max_iter=3, tol=1e-8, stop_mode="abs", record=True)
+    assert bare.trace.shape == (3, 0), "no per-iteration trace inside without_traces()"
+    torch.testing.assert_close(recorded.trace, traced.trace, rtol=0, atol=0, equal_nan=True)  # record keeps it
+    torch.testing.assert_close(z_b, z_t, rtol=0, atol=0)
+    for name in ("steps", "converged", "diverged", "abs_residual", "rel_residual"):
+        torch.testing.assert_close(getattr(bare, name), getattr(traced, name), rtol=0, atol=0, equal_nan=True)
+    assert traced.converged.tolist() == [True, False, False]
+    assert traced.diverged.tolist() == [False, True, False], "out of budget is not diverged"
+    assert [str(w.message) for w in bare_warnings] == [str(w.message) for w in traced_warnings]

@@ -30,6 +30,21 @@ def test_pool_matches_each_input_to_its_own_row_in_any_order():
     assert pool.stats == {"warm": 3, "cold": 0, "adjoint_warm": 0, "adjoint_cold": 0}
 
 
+def test_pool_mixes_warm_and_cold_rows_and_stores_each_row_where_it_matched():
+    pool = WarmStartPool(capacity=16)
+    u = torch.randn(4, 10)
+    pool.store(u, torch.arange(4.0)[:, None].repeat(1, 3), torch.full((4,), -1))
+    query = torch.cat([u[[2, 0]] + 0.01 * torch.randn(2, 10), 10 * torch.randn(1, 10)])  # two near, one far
+    default = torch.full((3, 3), -7.0)
+    z0, slots = pool.initial_state(query, default)
+    assert z0[:, 0].tolist() == [2.0, 0.0, -7.0], "near rows start from their own equilibrium, the far one cold"
+    assert slots[:2].tolist() == [2, 0] and slots[2] == -1
+    new_slots = pool.store(query, torch.full((3, 3), 5.0), slots)
+    assert new_slots[:2].tolist() == [2, 0] and new_slots[2] == 4, "matched rows overwrite, the new one is appended"
+    z1, again = pool.initial_state(query, default)
+    assert torch.equal(again, new_slots) and (z1 == 5.0).all(), "the stored rows are found again under their keys"
+
+
 def test_ring_buffer_overwrites_the_oldest_rows():
     pool = WarmStartPool(capacity=4)
     a, b = torch.randn(3, 5), torch.randn(3, 5) + 5

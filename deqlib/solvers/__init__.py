@@ -11,7 +11,7 @@ from .convergence import (
     warn_not_converged,
 )
 from .fixed_point import damped_steps, fixed_point
-from .info import DIVERGENCE_FACTOR, SolverDivergenceWarning, SolverInfo
+from .info import DIVERGENCE_FACTOR, SolverDivergenceWarning, SolverInfo, traces_kept, without_traces
 from .registry import (
     available_solvers,
     check_solver_options,
@@ -34,6 +34,8 @@ __all__ = [
     "warn_not_converged",
     "warn_counts",
     "DIVERGENCE_FACTOR",
+    "without_traces",
+    "traces_kept",
     "register_solver",
     "get_solver",
     "available_solvers",

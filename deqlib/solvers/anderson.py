@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import Tensor
@@ -119,15 +119,15 @@ def _anderson_lists(
     return track.finish(z_next)
 
 
-# size: one hot loop over views of the ring buffers made once before it; pieces would pass a dozen views per step.
+# size: one hot loop over views of the ring buffers; pieces would pass a dozen views per step.
 def _anderson_buffers(
     g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track: Tracker, max_iter: int, m: int, beta: float, lam: float
 ):
     """The same iteration without autograd: the history lives in preallocated ring buffers written in place.
 
     The residuals G = f(z) - z are stored (computed once, shared with the tracker) next to f(z); the Gram matrix
-    G G^T is updated one row per step inside a preallocated bordered system instead of recomputed; the views of
-    the buffers are made once; the fallback test costs two reductions unless it triggers. The order of the
+    G G^T is updated one row per step inside a preallocated bordered system instead of recomputed; each view of
+    the buffers is made once, when first needed; the fallback test costs two reductions unless it triggers. The order of the
     history columns is a rotation of the list version's, which changes nothing but rounding (the least-squares
     problem does not depend on the order of its columns).
     """
@@ -145,45 +145,56 @@ def _anderson_buffers(
     rhs[:, 0] = 1.0
     onehot = torch.eye(mm, dtype=z.dtype, device=z.device)
     tiny = torch.finfo(z.dtype).tiny ** 0.5
-    # Views made once: column j of the buffers, the first n columns, and the pieces of the bordered system.
-    F_col = [F[:, j] for j in range(mm)]
-    G_col = [G[:, j] for j in range(mm)]
-    X_col = [X[:, j] for j in range(mm)] if X is not None else None
-    F_first = [F[:, :n] for n in range(mm + 1)]
-    X_first = [X[:, :n] for n in range(mm + 1)] if X is not None else None
-    GT_first = [G[:, :n].transpose(1, 2) for n in range(mm + 1)]
-    T_first = [T[:, : n + 1, : n + 1] for n in range(mm + 1)]
-    gram_row = [[gram[:, j, :n] for n in range(mm + 1)] for j in range(mm)]
-    gram_col = [[gram[:, :n, j] for n in range(mm + 1)] for j in range(mm)]
-    rhs_first = [rhs[:, : n + 1] for n in range(mm + 1)]
+    # Views made once, when first needed (a warm-started solve takes a few steps, and making every view of the
+    # history up front cost more than those steps): column j of the buffers, the first n columns, and the pieces
+    # of the bordered system.
+    views: Dict[Tuple[int, int], Tuple[Tensor, ...]] = {}
+
+    def view(j: int, n: int) -> Tuple[Tensor, ...]:
+        got = views.get((j, n))
+        if got is None:
+            got = views[(j, n)] = (
+                F[:, j],
+                G[:, j],
+                X[:, j] if X is not None else None,
+                F[:, :n],
+                X[:, :n] if X is not None else None,
+                G[:, :n].transpose(1, 2),
+                T[:, : n + 1, : n + 1],
+                gram[:, j, :n],
+                gram[:, :n, j],
+                rhs[:, : n + 1],
+            )
+        return got
+
     z_next = z
     for k in range(max_iter):
         if k:  # the first evaluation, f(z0), was made by the caller
             fz = g(z)
         j = k % mm
         n = min(k + 1, mm)
-        gj = G_col[j]
+        f_j, gj, x_j, f_first, x_first, gt_first, t_first, gram_row, gram_col, rhs_first = view(j, n)
         torch.sub(fz, z, out=gj)
         go_on = track.update(z, fz, gj)
         if not go_on:  # every sample stopped: the next iterate would be discarded
             return track.finish()
-        F_col[j].copy_(fz)
-        if X_col is not None:
-            X_col[j].copy_(z)
+        f_j.copy_(fz)
+        if x_j is not None:
+            x_j.copy_(z)
         # (N, n): G_i . G_j for the stored columns i. Written as a row vector times G^T: on CPU the batched
         # matrix-vector product G @ g_j is up to 20x slower than g_j^T @ G^T (same numbers up to rounding).
-        row = torch.bmm(gj.unsqueeze(1), GT_first[n]).squeeze(1)
-        gram_row[j][n].copy_(row)
-        gram_col[j][n].copy_(row)
+        row = torch.bmm(gj.unsqueeze(1), gt_first).squeeze(1)
+        gram_row.copy_(row)
+        gram_col.copy_(row)
         if n == 1:
             z_next = fz if beta == 1.0 else z + beta * gj
         else:
-            An = T_first[n].clone()
+            An = t_first.clone()
             H = An[:, 1:, 1:]
             diag = H.diagonal(dim1=1, dim2=2)
             scale = diag.mean(dim=1)
             diag.add_((lam * scale + tiny).unsqueeze(1))
-            sol, status = torch.linalg.solve_ex(An, rhs_first[n])
+            sol, status = torch.linalg.solve_ex(An, rhs_first)
             # Contiguous: solve_ex returns column-major solutions (batch stride 1), with which the batched
             # products below fall back to a per-sample loop, ~15x slower at batch 256.
             alpha = sol[:, 1:].contiguous()
@@ -192,10 +203,10 @@ def _anderson_buffers(
                 bad = (status != 0) | ~torch.isfinite(alpha).all(dim=1)
                 alpha = torch.where(bad.unsqueeze(1), onehot[j, :n], alpha)
             alpha = alpha.unsqueeze(1)  # (N, 1, n)
-            mixed_f = torch.bmm(alpha, F_first[n]).squeeze(1)
+            mixed_f = torch.bmm(alpha, f_first).squeeze(1)
             if beta == 1.0:
                 z_next = mixed_f
             else:
-                z_next = beta * mixed_f + (1.0 - beta) * torch.bmm(alpha, X_first[n]).squeeze(1)
+                z_next = beta * mixed_f + (1.0 - beta) * torch.bmm(alpha, x_first).squeeze(1)
         z = track.freeze(z_next)
     return track.finish(z_next)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -23,6 +24,40 @@ STOP_MODES = ("rel", "abs")
 DIVERGENCE_FACTOR = 1e4
 #: Added to ||f(z)|| in the relative residual ||f(z) - z|| / (||f(z)|| + REL_EPS).
 REL_EPS = 1e-8
+
+
+# A plain module-level depth (as for quiet_convergence): the adjoint solves of implicit gradients may run in
+# autograd's threads, which must see the setting of the thread that called ``backward()``.
+_NO_TRACES = [0]
+
+
+@contextmanager
+def without_traces() -> Iterator[None]:
+    """Inside the block, the solvers keep no per-iteration residual trace (``info.trace`` is empty, (N, 0)).
+
+    Re-entrant. Everything else of the report (steps, residuals, converged and diverged flags, warnings) is
+    unchanged; ``record=True`` keeps the trace anyway. :class:`~deqlib.deq.DEQ` solves inside it unless built
+    with ``record=True``: the trace is 4 bytes per sample and step that nothing reads there, and it is the only
+    part of an implicit gradient's memory that grows with the number of iterations.
+
+    Example:
+        >>> import torch
+        >>> from deqlib.solvers import fixed_point
+        >>> with without_traces():
+        ...     _, info = fixed_point(lambda z: 0.5 * z + 1.0, torch.zeros(3, 2), tol=1e-6, stop_mode="abs")
+        >>> tuple(info.trace.shape), bool(info.converged.all())
+        ((3, 0), True)
+    """
+    _NO_TRACES[0] += 1
+    try:
+        yield
+    finally:
+        _NO_TRACES[0] -= 1
+
+
+def traces_kept() -> bool:
+    """Whether a solve started now keeps its per-iteration trace (False inside :func:`~deqlib.solvers.without_traces`)."""
+    return _NO_TRACES[0] == 0
 
 
 class SolverDivergenceWarning(SolverConvergenceWarning):
@@ -43,7 +78,9 @@ class SolverInfo:
         rel_residual: (N,) ||f(z) - z|| / (||f(z)|| + 1e-8) of the returned z.
         converged: (N,) bool, residual (in ``stop_mode``) below ``tol``.
         diverged: (N,) bool, stopped because of non-finite values or a residual blow-up.
-        trace: (N, K) residual (in ``stop_mode``) at each iteration; NaN after the sample stopped.
+        trace: (N, K) residual (in ``stop_mode``) at each iteration; NaN after the sample stopped. Empty, (N, 0),
+            for a solve made inside :func:`~deqlib.solvers.without_traces` (the forward and adjoint solves of a
+            :class:`~deqlib.deq.DEQ` built without ``record=True``): nothing is kept per iteration then.
         nfev: number of calls of f on the whole batch.
         stop_mode, tol, solver: the settings of the call.
         trajectory: ``(K+1, N, *state)`` states z_0..z_K when ``record=True`` (a stopped sample repeats its result).
@@ -168,7 +205,8 @@ class Tracker:
     Inf residuals are excluded by the comparisons themselves (``nan < x`` and ``inf < x`` are False), with the
     stopped samples' residuals set to NaN; when every sample is still active (or, on large states, every active
     sample improved) the full-size selects are skipped, which gives the same values. One host sync per step
-    (the number of active samples) decides whether to go on.
+    (the number of active samples, and on large states the number that improved) decides whether to go on. The
+    per-iteration trace is kept unless the solve runs inside :func:`without_traces` (and ``record`` is off).
     """
 
     name: str
@@ -207,6 +245,7 @@ class Tracker:
         self._threshold: Optional[Tensor] = None
         self._nan = torch.full((n,), math.nan, dtype=self.z0.dtype, device=dev)
         self._check_all_improve = self.z0.numel() >= _SKIP_SELECT_NUMEL
+        self._keep_trace = self.record or traces_kept()
 
     def update(self, z: Tensor, fz: Tensor, diff: Optional[Tensor] = None) -> bool:
         """Record the evaluation fz = f(z) of the candidates z; return True while some sample is still active.
@@ -227,20 +266,25 @@ class Tracker:
             # The residual of the active samples, NaN for the stopped ones: it is the trace entry, and since NaN
             # (like Inf) never compares below a bound, "r_act < x" is "active, finite and below x".
             r_act = torch.where(act, r, self._nan)
-            self.traces.append(r_act)
+            if self._keep_trace:
+                self.traces.append(r_act)
             improve = r_act < best_r
             conv = r_act < self.tol
             still = act > conv  # active and not converged (on booleans, a > b is a & ~b)
-            # Not diverged: finite residual (residuals are >= 0, so finite means < inf) and no blow-up.
-            good = (abs_r <= self._threshold) & (r < math.inf)
+            # Not diverged: a finite absolute residual (NaN and Inf fail the comparison; the relative residual is
+            # then finite too) without a blow-up. Diverged samples are those neither converged nor active at the end.
+            good = abs_r <= self._threshold
             self.best_abs = torch.where(improve, abs_r, self.best_abs)
             self.best_rel = torch.where(improve, rel_r, self.best_rel)
             self.steps += act
             self.converged |= conv
-            self.diverged |= still > good
             self.active = still & good
-            all_improve = self._check_all_improve and bool(improve.all())
-            self.n_active = int(self.active.sum())
+            if self._check_all_improve:  # one host sync for both counts (improving implies active)
+                n_active, n_improve = torch.stack((self.active.sum(), improve.sum())).tolist()
+                all_improve = n_improve == improve.shape[0]
+            else:
+                n_active, all_improve = int(self.active.sum()), False
+            self.n_active = n_active
         # z may carry gradients (unrolled differentiation): select without breaking the graph.
         if all_improve:
             self.best_z = z
@@ -261,6 +305,8 @@ class Tracker:
             self.states.append(tail.detach())
         n = self.z0.shape[0]
         trace = torch.stack(self.traces, dim=1) if self.traces else self.z0.new_zeros((n, 0))
+        # A sample stops by converging, by diverging, or not at all (the budget ran out, it is still active).
+        self.diverged = ~(self.converged | self.active)
         if bool(self.diverged.any()) and not convergence_warnings_quiet():
             idx = torch.nonzero(self.diverged).flatten().tolist()
             shown = ", ".join(f"{i}: {self.best_abs[i].item():.3g}" for i in idx[:8])
