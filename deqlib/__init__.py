@@ -19,8 +19,12 @@ Imported by name (they need optional packages, or their chapter is not written y
 - :mod:`deqlib.threat` — L∞ / L2 balls around [0, 1] images: radii, norms, projection.
 - :mod:`deqlib.losses` — cross-entropy, PGD-AT, TRADES, entropy.
 - :mod:`deqlib.dynamics` — the solver's iterates as a trajectory: per-state predictions and entropy.
+- :mod:`deqlib.state_statistics` — paired tests of the per-state readouts (Yang et al. 2023's finding).
+- :mod:`deqlib.sensitivity` — ‖∂z*/∂x‖ by power iteration, residual decay rates, the fold along a segment.
 - :mod:`deqlib.attacks` — torchattacks adapters, AutoAttack standard, gradient switch, DEQ-specific attacks.
 - :mod:`deqlib.evaluate` — robustness reports and gradient-masking checks.
+- :mod:`deqlib.zoo` — the book's trained models by name; :mod:`deqlib.recorded` — the recorded results of
+  ``experiments/`` (from a checkout, or downloaded from the book's repository on Colab).
 - :mod:`deqlib.lyapunov`, :mod:`deqlib.defenses` — Lyapunov functions; LyaDEQ, early / averaged readouts,
   input entropy reduction, random intermediate states.
 

@@ -1,6 +1,6 @@
 """DEQs as neural dynamics: the solver's iterates z_0, z_1, ..., z_K as a trajectory, and what the head reads from them.
 
-Taught in chapter 4 (not yet written). The iterates (z_0 = 0) are states of a dynamical system driven by the input
+Taught in chapter 4. The iterates (z_0 = 0) are states of a dynamical system driven by the input
 (Yang, Pang, Liu, NeurIPS 2022); the classifier's head can read out any of them. Everything here works per sample and
 batch first, without a graph.
 
@@ -9,6 +9,10 @@ API:
     * :func:`solver_iterate` — the state after k iterations of a DEQ's own solver.
     * :func:`solver_trajectory` — z_0..z_K of the solver, padded when every sample stopped early.
     * :func:`head_on_states` — the head applied to a stack of states.
+    * :func:`attacked_readouts` — attack the final state, then read every state of the clean and attacked input.
+
+The statistics of these readouts (is the finding of Yang et al. (2023) reproduced?) are in
+:mod:`deqlib.state_statistics`; measurements of stability (‖∂z*/∂x‖, residual decay, the fold along a segment) are in :mod:`deqlib.sensitivity`.
 
 The defences built on these readouts (early / averaged readouts, input entropy reduction, random intermediate
 states) live in :mod:`deqlib.defenses`.
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 from ._validate import check_deq_classifier, check_int, check_labels, check_labels_in_range, check_tensor
 from .losses import entropy
 
-__all__ = ["state_predictions", "solver_iterate", "solver_trajectory", "head_on_states"]
+__all__ = ["state_predictions", "solver_iterate", "solver_trajectory", "head_on_states", "attacked_readouts"]
 
 
 def solver_iterate(deq: nn.Module, u: Tensor, steps: int, z0: Optional[Tensor] = None) -> Tensor:
@@ -121,3 +125,46 @@ def state_predictions(
         out["correct"] = out["predictions"] == y.to(out["predictions"].device)
         out["accuracy"] = out["correct"].float().mean(dim=1)
     return out
+
+
+def attacked_readouts(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    attack: str = "pgd",
+    gradient: Optional[str] = "ift",
+    k_max: Optional[int] = None,
+    seed: int = 0,
+    **attack_params: Any,
+) -> Dict[str, Any]:
+    """Attack the model as deployed (its final state), then read the head at every state of x and of x'.
+
+    Args:
+        model: a :class:`~deqlib.cells.DEQClassifier`.
+        x, y: images in [0, 1] and labels.
+        eps: the L-infinity radius (0: no attack, x' = x).
+        attack: a name of :func:`deqlib.attacks.make_attack` (e.g. "pgd", "apgd_ce", "fgsm").
+        gradient: the DEQ gradient the attacker follows ("ift", "phantom", "unroll"; see
+            :func:`~deqlib.attacks.attack_gradient`).
+        k_max: the states read are z_0..z_K with K = ``k_max`` (default the model's ``deq.max_iter``).
+        seed: seeds torch's generator before the attack (random starts).
+        **attack_params: passed to the attack (e.g. ``steps=20`` of PGD).
+
+    Returns:
+        ``x_adv``, ``y`` and the :func:`state_predictions` results ``clean`` and ``adversarial`` (with ``y``).
+    """
+    from .attacks import make_attack  # here: deqlib.attacks imports the defences, which import this module
+    from .threat import check_eps
+
+    where = "attacked_readouts"
+    check_deq_classifier(model, where)
+    eps = check_eps(eps, "Linf", where)
+    clean = state_predictions(model, x, k_max, y=y)
+    if eps == 0:
+        x_adv = x.detach().clone()
+    else:
+        torch.manual_seed(seed)
+        x_adv = make_attack(attack, model, eps, gradient=gradient, **attack_params)(x, y).detach()
+    return {"x_adv": x_adv, "y": y, "clean": clean, "adversarial": state_predictions(model, x_adv, k_max, y=y)}

@@ -1,6 +1,6 @@
 """The threat model: L-infinity and L2 balls around [0, 1] images, their radii, norms and projections.
 
-Taught in chapter 5 (not yet written); the training losses and every attack use it.
+Taught in chapter 5 (``notebooks/05_attacking_deqs.ipynb``); the training losses and every attack use it.
 
 One home for what every attack and every adversarial-training loss needs (no torchattacks here, so the training
 losses can use it without it): the canonical norm names, the checks of a radius and a step size on the pixel scale,

@@ -11,6 +11,8 @@ explorer (live)                        static counterpart (web book)
                                        :func:`deqlib.viz.fixed_point_small_multiples`
 :func:`solver_explorer`                :func:`deqlib.viz.solver_trace_grid` (small multiples over
                                        weight scale x solver)
+:func:`trajectory_explorer`            :func:`deqlib.viz.digit_readout_small_multiples` (one row per
+                                       model x epsilon, same digit)
 =====================================  ===============================================================
 
 ipywidgets is imported lazily: importing this module works without it, calling an explorer does not.
@@ -18,13 +20,15 @@ ipywidgets is imported lazily: importing this module works without it, calling a
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
+from torch import Tensor, nn
 
-from .viz import PlaneMap, plot_fixed_point_panel, plot_solver_trace
+from ._validate import check_deq_classifier, check_images, check_labels
+from .viz import PlaneMap, plot_digit_readout, plot_fixed_point_panel, plot_solver_trace
 
-__all__ = ["fixed_point_explorer", "solver_explorer"]
+__all__ = ["fixed_point_explorer", "solver_explorer", "trajectory_explorer"]
 
 
 def _ipywidgets():
@@ -186,3 +190,107 @@ def solver_explorer(
             print(summary())
 
     return widgets.interactive(draw, **controls)
+
+
+def _trajectory_controls(widgets, models, n, eps_values, attack_names, gradients) -> dict:
+    for name, values in (
+        ("models", list(models)),
+        ("eps_values", eps_values),
+        ("attacks", attack_names),
+        ("gradients", gradients),
+    ):
+        if not values:
+            raise ValueError(f"trajectory_explorer: {name} must not be empty")
+    wide = {"style": {"description_width": "initial"}, "layout": widgets.Layout(width="360px")}
+    return {
+        "model": widgets.Dropdown(options=list(models), description="model", **wide),
+        "digit": widgets.IntSlider(
+            min=0, max=n - 1, step=1, value=0, description="digit", continuous_update=False, **wide
+        ),
+        "eps": widgets.SelectionSlider(
+            options=[(f"{e:g}", float(e)) for e in eps_values],
+            value=float(eps_values[-1]),
+            description="ε (L∞)",
+            continuous_update=False,
+            **wide,
+        ),
+        "attack": widgets.Dropdown(options=list(attack_names), description="attack", **wide),
+        "gradient": widgets.Dropdown(options=list(gradients), description="attacker's gradient", **wide),
+    }
+
+
+def _draw_readout(readout: Dict[str, Any], steps: int, title: str) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.8), layout="constrained", gridspec_kw={"width_ratios": [0.6, 1, 1]})
+    plot_digit_readout(readout, 0, list(axes), k_max=steps)
+    fig.suptitle(title, fontsize=10)
+    plt.show()
+
+
+def _check_explorer_data(models: Mapping[str, nn.Module], x: Tensor, y: Tensor) -> Tensor:
+    if not isinstance(models, Mapping):
+        raise TypeError(f"trajectory_explorer: models must be a mapping name -> model, got {type(models).__name__}")
+    for name, m in models.items():
+        check_deq_classifier(m, "trajectory_explorer", f"models[{name!r}]")
+    x = check_images(x, "trajectory_explorer")
+    check_labels(y, x.shape[0], "trajectory_explorer")
+    return x
+
+
+def trajectory_explorer(
+    models: Mapping[str, nn.Module],
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps_values: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2),
+    attacks: Sequence[str] = ("pgd", "apgd_ce", "fgsm"),
+    gradients: Sequence[str] = ("ift", "phantom", "unroll"),
+    steps: int = 12,
+    attack_params: Optional[Mapping[str, Mapping[str, Any]]] = None,
+):
+    """Choose a model, a digit, ε, an attack and the attacker's gradient; watch the readouts along the iterations.
+
+    Each change attacks the chosen digit on the model's final state (:func:`deqlib.dynamics.attacked_readouts`)
+    and redraws :func:`deqlib.viz.plot_digit_readout`: the attacked image, the probability of the digit's class
+    and the entropy of head(z_k) for k = 0..``steps``, clean and attacked. The static counterpart for the web
+    book is :func:`deqlib.viz.digit_readout_small_multiples`.
+
+    Args:
+        models: name -> :class:`~deqlib.cells.DEQClassifier` (the model menu).
+        x, y: the digits offered (N, C, H, W) in [0, 1] and their labels.
+        eps_values: the radii offered (0: no attack).
+        attacks: names of :func:`deqlib.attacks.make_attack`.
+        gradients: the DEQ gradients the attacker may follow (see :func:`deqlib.attacks.attack_gradient`).
+        steps: the last state read.
+        attack_params: attack name -> its parameters (default ``{"pgd": {"steps": 20}, "apgd_ce": {"steps": 20}}``).
+
+    Returns:
+        an ``ipywidgets.interactive``; its attribute ``last`` holds the latest readout (a dict, updated on
+        each redraw).
+    """
+    from .dynamics import attacked_readouts
+
+    widgets = _ipywidgets()
+    x = _check_explorer_data(models, x, y)
+    params = {"pgd": {"steps": 20}, "apgd_ce": {"steps": 20}} if attack_params is None else attack_params
+    controls = _trajectory_controls(widgets, models, x.shape[0], list(eps_values), attacks, gradients)
+    last: Dict[str, Any] = {}
+
+    def draw(model: str, digit: int, eps: float, attack: str, gradient: str) -> None:
+        sl = slice(digit, digit + 1)
+        r = attacked_readouts(
+            models[model],
+            x[sl],
+            y[sl],
+            eps,
+            attack=attack,
+            gradient=gradient,
+            k_max=steps,
+            **dict(params.get(attack, {})),
+        )
+        last.clear()
+        last.update(r, settings={"model": model, "digit": digit, "eps": eps, "attack": attack, "gradient": gradient})
+        _draw_readout(r, steps, f"{model}, {attack} ε = {eps:g}, gradient {gradient}")
+
+    w = widgets.interactive(draw, **controls)
+    w.last = last
+    return w

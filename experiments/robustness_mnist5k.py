@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import torch
+from _report import pct, seed_cell
 
 import deqlib
 from deqlib import data, evaluate
@@ -105,16 +106,6 @@ def summarise(results: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _pct(v: Any) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
-
-
-def _seed_cell(s: Dict[str, Any]) -> str:
-    if s["interval"] is None:  # one seed: no spread to show
-        return f"{_pct(s['mean'])} (1 seed)"
-    return f"{_pct(s['mean'])} ± {_pct(s['sd'])} [{_pct(s['interval'][0])}, {_pct(s['interval'][1])}]"
-
-
 def markdown(results: Dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -138,13 +129,13 @@ def markdown(results: Dict[str, Any]) -> str:
         cells = []
         for eps in map(str, EVAL_EPS):
             e = rep["eps"][eps]
-            cells.append(f"{_pct(e['robust_accuracy'])} [{_pct(e['ci95'][0])}, {_pct(e['ci95'][1])}]")
+            cells.append(f"{pct(e['robust_accuracy'])} [{pct(e['ci95'][0])}, {pct(e['ci95'][1])}]")
         conv = rep["eps"][str(EVAL_EPS[0])].get("convergence", {})
         fwd, adj = conv.get("forward_nonconverged_fraction"), conv.get("backward_nonconverged_fraction")
         lines.append(
-            f"| {r['training']} | {r['seed']} | {_pct(rep['test_accuracy_full_1000'])} | {_pct(rep['clean_accuracy'])} | "
+            f"| {r['training']} | {r['seed']} | {pct(rep['test_accuracy_full_1000'])} | {pct(rep['clean_accuracy'])} | "
             + " | ".join(cells)
-            + f" | {_pct(fwd)} / {_pct(adj)} |"
+            + f" | {pct(fwd)} / {pct(adj)} |"
         )
     lines += ["", "## Across training seeds (mean ± sd, t 95 % interval)", ""]
     lines += [
@@ -153,7 +144,7 @@ def markdown(results: Dict[str, Any]) -> str:
     ]
     for training, entry in results["summary"]["by_training"].items():
         row = [entry["clean"]] + [entry[f"eps={e}"] for e in EVAL_EPS]
-        text = [_seed_cell(s) for s in row]
+        text = [seed_cell(s) for s in row]
         lines.append(f"| {training} ({len(entry['seeds'])} seeds) | " + " | ".join(text) + " |")
     if results["summary"]["paired"]:
         lines += ["", "## Standard vs PGD-AT on the same digits (McNemar, exact)", ""]

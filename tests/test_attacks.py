@@ -599,3 +599,25 @@ def test_threat_functions_validate_their_arguments():
     assert threat.check_eps_list(0.1, "Linf") == [0.1]
     with pytest.raises(ValueError, match="lists a radius twice"):
         threat.check_eps_list([0.1, 0.1], "Linf", distinct=True)
+
+
+# ---------------------------------------------------------------------------------------------------- transfer
+def test_transfer_attack_judges_the_sources_images_on_the_target(model, digits):
+    """Crafted on the source model, judged on another: the images are the source attack's, bit for bit (same seed),
+    and a target that ignores its input is not fooled by them."""
+    _, test = digits
+    x, y = test.subset(16, seed=3).tensors()
+    source = A.pgd(model, 0.2, steps=3)
+    torch.manual_seed(0)
+    direct = source(x, y)
+    const = LinearClassifier()
+    atk = A.TransferAttack(const, source)
+    torch.manual_seed(0)
+    assert torch.equal(atk(x, y), direct)
+    assert A.attack_name(atk) == "transfer:pgd" and A.attack_params(atk)["source"]["steps"] == 3
+    on_source = robust_accuracy(model, A.TransferAttack(model, source), (x, y))
+    assert on_source["accuracy"] == robust_accuracy(model, source, (x, y))["accuracy"]
+    with pytest.raises(TypeError, match="source must be a torchattacks.Attack"):
+        A.TransferAttack(model, lambda a, b: a)
+    with pytest.raises(TypeError, match="TransferAttack: model must be a torch.nn.Module"):
+        A.TransferAttack(None, source)

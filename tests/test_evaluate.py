@@ -12,10 +12,13 @@ import torch.nn.functional as F
 from _broken_logits import LinearClassifier
 from torch import nn
 
+from deqlib.attacks import TransferAttack, pgd, robust_accuracy
 from deqlib.cells import classifier_for
 from deqlib.data import load
 from deqlib.evaluate import (
     MASKING_CHECKS,
+    QuantisedInput,
+    broken_by_counts,
     check_black_box,
     check_determinism_gradients,
     check_gradient_choices,
@@ -24,8 +27,11 @@ from deqlib.evaluate import (
     check_steps_restarts,
     evaluate_robustness,
     masking_checks,
+    masking_rows,
+    paired_rows,
     save_json,
     to_jsonable,
+    wilson_interval,
 )
 
 
@@ -414,3 +420,68 @@ def test_gradient_choices_state_indices_must_be_a_sequence(model, batch):
         check_gradient_choices(model, x, y, 0.1, state_indices=3)
     with pytest.raises(ValueError, match="^check_gradient_choices: state_indices must list at least one"):
         check_gradient_choices(model, x, y, 0.1, state_indices=[])
+
+
+# ---------------------------------------------------------------------------------------------------- chapter 5
+def test_masked_demo_fails_every_check_and_the_real_model_passes(model, batch):
+    """The library's deliberately masked model (chapter 5's demo): every check flags it; its BPDA twin computes the
+    same function, has working gradients, and breaks digits that PGD on the masked model cannot."""
+    x, y = batch
+    masked = QuantisedInput(model, levels=4).eval()
+    res = masking_checks(masked, x, y, 0.1, budget=0.02, seed=0)
+    assert res["passed"] is False and res["failed"] == list(MASKING_CHECKS)
+    assert masking_checks(model, x, y, 0.1, budget=0.02, seed=0)["passed"] is True
+    bpda = QuantisedInput(model, levels=4, straight_through=True).eval()
+    assert torch.equal(bpda(x), masked(x))
+    assert check_determinism_gradients(bpda, x, y)["gradients"]["model"]["n_zero"] == 0
+    pgd_masked = robust_accuracy(masked, pgd(masked, 0.3, steps=5), (x, y))
+    pgd_bpda = robust_accuracy(masked, TransferAttack(masked, pgd(bpda, 0.3, steps=5)), (x, y))
+    assert pgd_bpda["accuracy"] < pgd_masked["accuracy"] - 0.25
+
+
+def test_masked_demo_validates():
+    with pytest.raises(ValueError, match="QuantisedInput: levels must be an int >= 2"):
+        QuantisedInput(LinearClassifier(), levels=1)
+    with pytest.raises(TypeError, match="QuantisedInput: model must be a torch.nn.Module"):
+        QuantisedInput(object())
+    with pytest.raises(TypeError, match="straight_through"):
+        QuantisedInput(LinearClassifier(), straight_through="yes")
+    q = QuantisedInput(LinearClassifier(), levels=3)
+    assert torch.equal(q.quantise(torch.tensor([0.0, 0.2, 0.3, 0.8, 1.0])), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+
+
+def test_masking_rows_give_a_verdict_and_the_numbers_for_each_check(model, batch):
+    x, y = batch
+    res = masking_checks(QuantisedInput(model).eval(), x, y, 0.1, budget=0.02, seed=0)
+    rows = masking_rows(res)
+    assert [r["check"] for r in rows] == list(MASKING_CHECKS)
+    assert all(r["verdict"] == "FAIL" for r in rows)
+    by = {r["check"]: r["evidence"] for r in rows}
+    assert f"Square {res['checks']['black_box']['accuracy_square']:.2f}" in by["black_box"]
+    assert "16 zero gradients" in by["determinism_and_gradients"]
+    assert "at eps 0.5" in by["large_eps"]
+    plain = masking_checks(LinearClassifier(), _X, _Y, 0.1, budget=0.01, checks=["gradient_choices"])
+    assert masking_rows(plain)[0]["verdict"] == "does not apply"
+    with pytest.raises(TypeError, match="masking_checks returned"):
+        masking_rows({"passed": True})
+
+
+def test_broken_by_counts_and_paired_rows():
+    counts = broken_by_counts(["square", None, "clean", "apgd_ce", None], ["apgd_ce", "apgd_t"])
+    assert list(counts) == ["clean", "apgd_ce", "apgd_t", "square", "robust"]
+    assert counts == {"clean": 1, "apgd_ce": 1, "apgd_t": 0, "square": 1, "robust": 2}
+    assert "robust" not in broken_by_counts([None], robust=False)
+    with pytest.raises(TypeError, match="attack name or None"):
+        broken_by_counts([1, None])
+    a = torch.tensor([True] * 10 + [False] * 10)
+    b = torch.tensor([True] * 2 + [False] * 18)
+    rows = paired_rows({"weak": a, "strong": b}, "strong")
+    assert rows[1] == {"attack": "strong", "robust_accuracy": 0.1, "ci95": list(wilson_interval(2, 20))}
+    assert rows[0]["only_reference_broke"] == 8 and rows[0]["only_this_broke"] == 0
+    assert rows[0]["p_value"] == pytest.approx(2 / 2**8)
+    with pytest.raises(ValueError, match="the reference 'x' is not among"):
+        paired_rows({"weak": a}, "x")
+    with pytest.raises(ValueError, match="same samples"):
+        paired_rows({"weak": a, "short": b[:5]}, "weak")
+    with pytest.raises(ValueError, match="mask of booleans"):
+        paired_rows({"w": [1, 0]}, "w")

@@ -110,6 +110,8 @@ def test_colab_update_is_complete_and_idempotent():
     assert "data:image/png;base64," in title  # inline badge: no request to another host
     assert '"deqlib[data,viz] @ git+https://github.com/acme/book@dev"' in install
     assert '"torchattacks==3.5.1", "--no-deps"' in install
+    # the recorded results come from the same repository and branch (deqlib.recorded)
+    assert '"https://raw.githubusercontent.com/acme/book/dev/experiments/results"' in install
     assert "requests" not in install.replace("old) requests", "")
     assert nb["cells"][2]["source"] == "x = 1"
     assert colab.HIDE_TAG in nb["cells"][1]["metadata"]["tags"]
@@ -118,6 +120,7 @@ def test_colab_update_is_complete_and_idempotent():
     # a new branch rewrites both places, and nothing else
     moved, changes = colab.update_notebook(copy.deepcopy(nb), {**settings, "branch": "main"}, path)
     assert changes == ["badge", "install cell"] and "@main" in "".join(moved["cells"][1]["source"])
+    assert "/book/main/experiments/results" in "".join(moved["cells"][1]["source"])
     assert len(moved["cells"]) == 3
 
 

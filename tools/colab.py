@@ -137,7 +137,22 @@ def install_source(settings: Dict[str, str]) -> str:
             '    pip = [sys.executable, "-m", "pip", "install", "-q"]',
             "    subprocess.run(pip + [deqlib, torch_pin], check=True)",
             f'    subprocess.run(pip + ["{TORCHATTACKS}", "--no-deps"], check=True)',
+            "    # the recorded results of experiments/ (deqlib.recorded.load_results)",
+            "    import os",
+            "",
+            '    os.environ["DEQLIB_RESULTS_URL"] = (',
+            f'        "{results_url(settings)}"',
+            "    )",
         ]
+    )
+
+
+def results_url(settings: Dict[str, str]) -> str:
+    """The raw address of the repository's experiments/results folder (deqlib.recorded downloads from it)."""
+    book = f"{settings['path_to_book']}/" if settings["path_to_book"] else ""
+    return (
+        f"https://raw.githubusercontent.com/{settings['owner']}/{settings['name']}/{settings['branch']}/"
+        f"{book}experiments/results"
     )
 
 

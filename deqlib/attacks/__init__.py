@@ -1,4 +1,6 @@
-"""Adversarial attacks on (DEQ) classifiers of [0, 1] images. Taught in chapter 5 (not yet written).
+"""Adversarial attacks on (DEQ) classifiers of [0, 1] images.
+
+Taught in chapter 5 (``notebooks/05_attacking_deqs.ipynb``).
 
 API map:
 
@@ -19,6 +21,8 @@ API map:
   The four adaptive attacks that defence is evaluated with (their per-sample worst case):
   :func:`entropy_adaptive_attacks` (:data:`ADAPTIVE_PRESETS`, :data:`ENTROPY_LAMBDA`, :func:`entropy_aware_loss`),
   built on :class:`DefenseGradient` and :class:`ObjectiveAPGD` (torchattacks' APGD with another loss).
+* :mod:`~deqlib.attacks.transfer` — :class:`TransferAttack`: images crafted on one model, judged on another (how a
+  defence is evaluated by an attacker who ignores it).
 * :mod:`~deqlib.attacks.robust` — :func:`robust_accuracy`, with the threat model checked on every batch;
   :func:`predict`.
 * Re-exported: the threat model of :mod:`deqlib.threat` (:data:`NORMS`, :func:`check_eps`, :func:`check_norm`,
@@ -61,6 +65,7 @@ from .registry import (
     register_attack,
 )
 from .robust import predict, robust_accuracy
+from .transfer import TransferAttack
 
 __all__ = [
     # adapters
@@ -89,6 +94,7 @@ __all__ = [
     "IntermediateStateAttack",
     "EnsembleIntermediateAttack",
     "AdaptiveEntropyAttack",
+    "TransferAttack",
     "entropy_adaptive_attacks",
     "ADAPTIVE_PRESETS",
     "ENTROPY_LAMBDA",

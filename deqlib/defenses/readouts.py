@@ -8,7 +8,9 @@ that attacks can target them) is a surrogate attached straight-through:
   (:func:`deqlib.solvers.damped_steps`, τ = ``phantom_tau``) from the detached iterate;
 * ``grad="unroll"``: back-propagate through i plain steps z <- f(z, u) from z_0.
 
-API: :class:`EarlyStateClassifier`, :class:`AveragedStateClassifier`, :data:`READOUT_GRADS`.
+API: :class:`EarlyStateClassifier`, :class:`AveragedStateClassifier`, :data:`READOUT_GRADS`. Chapter 5 attacks them
+both ways: through these surrogates (the state actually read) and by transfer from the final state
+(:class:`~deqlib.attacks.TransferAttack`), which is no evaluation of a readout.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Robustness evaluation: reports of accuracy under attack, and the gradient-masking checks behind them.
 
-Taught in chapter 5 (not yet written). Import it by name (``from deqlib import evaluate``); it needs torchattacks.
+Taught in chapter 5 (``notebooks/05_attacking_deqs.ipynb``). Import it by name (``from deqlib import evaluate``); it needs torchattacks.
 
 - :mod:`deqlib.evaluate.battery` — :func:`strongest_attack`, the strongest-attack battery (AutoAttack standard,
   PGD under each DEQ gradient with restarts, the intermediate-state attacks and the model's own adaptive attacks:
@@ -14,6 +14,10 @@ Taught in chapter 5 (not yet written). Import it by name (``from deqlib import e
   :func:`check_large_eps`, :func:`check_steps_restarts`, :func:`check_black_box`, :func:`check_gradient_choices`,
   :func:`check_determinism_gradients`; the last two live in :mod:`deqlib.evaluate.masking_gradients`) and
   :func:`masking_checks`, which runs them all (:data:`MASKING_CHECKS`);
+- :mod:`deqlib.evaluate.summaries` — :func:`broken_by_counts`, :func:`masking_rows`, :func:`paired_rows`: the
+  counts and rows behind the tables and figures of a report;
+- :mod:`deqlib.evaluate.masked_demo` — :class:`QuantisedInput`, a deliberately masked model (zero input gradients)
+  that every masking check fails, and its BPDA twin (``straight_through=True``);
 - :func:`save_json`, :func:`to_jsonable` — write a report as JSON, atomically (from :mod:`deqlib._io`).
 
 Radii are on the [0, 1] pixel scale; every result is a JSON-able dict.
@@ -21,6 +25,7 @@ Radii are on the [0, 1] pixel scale; every result is a JSON-able dict.
 
 from .._io import save_json, to_jsonable
 from .battery import PRESETS, strongest_attack
+from .masked_demo import QuantisedInput
 from .masking import (
     MASKING_CHECKS,
     check_black_box,
@@ -32,6 +37,7 @@ from .masking import (
 from .masking_gradients import check_determinism_gradients, check_gradient_choices
 from .report import describe_model, evaluate_robustness
 from .statistics import MIN_SEEDS, mcnemar, paired_bootstrap, seed_summary, wilson_interval
+from .summaries import broken_by_counts, masking_rows, paired_rows
 
 __all__ = [
     "strongest_attack",
@@ -53,4 +59,8 @@ __all__ = [
     "check_determinism_gradients",
     "masking_checks",
     "MASKING_CHECKS",
+    "QuantisedInput",
+    "broken_by_counts",
+    "masking_rows",
+    "paired_rows",
 ]

@@ -16,6 +16,11 @@ functions that make whole figures return the figure. Inputs may be torch tensors
   :func:`plot_memory`, :func:`plot_training_history`, :func:`plot_solver_steps`;
 - :mod:`~deqlib.viz.robustness` — :func:`plot_entropy_along_iterations`, :func:`plot_robust_accuracy`,
   :func:`plot_adversarial_examples`;
+- :mod:`~deqlib.viz.dynamics` — chapter 4: :func:`plot_state_readouts`, :func:`plot_distributions`,
+  :func:`plot_segment_scan`, :func:`plot_hysteresis`, :func:`plot_digit_readout` and its static small multiples
+  :func:`digit_readout_small_multiples` (the counterpart of :func:`deqlib.widgets.trajectory_explorer`);
+- :mod:`~deqlib.viz.attacks` — chapter 5's attack figures: :func:`plot_accuracy_intervals`,
+  :func:`plot_attack_intervals`, :func:`plot_broken_by`, :func:`plot_broken_digits`;
 - :mod:`~deqlib.viz.schematics` — pictures of a computation: :func:`deep_vs_deq`, :func:`solve_then_differentiate`;
 - :mod:`~deqlib.viz.publish` — :func:`glue`: a computed value for the book's prose (a no-op without myst-nb);
 - :mod:`~deqlib.viz.style` — the book's colour-blind-safe palette and fonts: :func:`book_style`,
@@ -33,6 +38,15 @@ Example:
 """
 
 from ._common import ArrayLike, PlaneMap, to_numpy
+from .attacks import plot_accuracy_intervals, plot_attack_intervals, plot_broken_by, plot_broken_digits
+from .dynamics import (
+    digit_readout_small_multiples,
+    plot_digit_readout,
+    plot_distributions,
+    plot_hysteresis,
+    plot_segment_scan,
+    plot_state_readouts,
+)
 from .gradients import plot_memory, plot_phantom_errors, plot_solver_steps, plot_training_history
 from .publish import glue
 from .robustness import plot_adversarial_examples, plot_entropy_along_iterations, plot_robust_accuracy
@@ -82,6 +96,16 @@ __all__ = [
     "plot_entropy_along_iterations",
     "plot_robust_accuracy",
     "plot_adversarial_examples",
+    "plot_accuracy_intervals",
+    "plot_attack_intervals",
+    "plot_broken_by",
+    "plot_broken_digits",
+    "plot_state_readouts",
+    "plot_distributions",
+    "plot_segment_scan",
+    "plot_hysteresis",
+    "plot_digit_readout",
+    "digit_readout_small_multiples",
     "plot_phantom_errors",
     "plot_memory",
     "plot_training_history",
