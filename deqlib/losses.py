@@ -1,6 +1,7 @@
 """Training losses for classifiers of [0, 1] images: cross-entropy, prediction entropy, PGD-AT and TRADES.
 
-Taught in chapters 4–7 (not yet written): the entropy in 4, adversarial training in 5–7.
+Used from chapter 4 on: the entropy of the intermediate predictions in chapter 4, the adversarially trained models of
+the zoo (PGD-AT, TRADES) in chapters 4–5; training with them is the subject of chapters 6–7 (not yet written).
 
 Every loss follows the protocol of :func:`deqlib.train.fit`: ``loss_fn(model, x, y) -> (loss, logits)``, where
 ``model`` is ANY module mapping [0, 1] images (N, C, H, W) to logits (N, num_classes) and ``x`` is a batch in [0, 1]
