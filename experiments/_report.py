@@ -1,8 +1,25 @@
-"""Formatting shared by the experiments' Markdown reports (percentages, seed summaries)."""
+"""Shared by the experiments' results files: the machine a run was made on, and the Markdown formatting
+(percentages, seed summaries)."""
 
 from __future__ import annotations
 
+import platform
+import sys
+import time
 from typing import Any, Dict
+
+import torch
+
+
+def machine() -> Dict[str, Any]:
+    """When and where a run was made: UTC date, CPU, torch version, torch threads, Python version."""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+    }
 
 
 def pct(v: Any) -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Any, Dict, List
 
 import torch
 import torchattacks
-from _report import pct, seed_cell
+from _report import machine, pct, seed_cell
 
 import deqlib
 from deqlib import attacks, data, dynamics, evaluate, zoo
@@ -347,13 +346,7 @@ def main(argv: List[str] | None = None) -> int:
     if not same or "runs" not in results:
         results = {"runs": {}}  # another budget: start afresh rather than mix budgets in one table
     results.update(command=command, n_eval=args.n_eval, n_aa=args.n_aa, steps=steps, eps=EPS)
-    results["machine"] = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-    }
+    results["machine"] = machine()
     for seed in seeds:
         for label, name in MODELS.items():
             key = f"{label}_seed{seed}"

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 import torch
+from _report import machine
 
 import deqlib
 from deqlib import attacks, data, evaluate, zoo
@@ -336,11 +336,7 @@ def main(argv: List[str] | None = None) -> int:
     else:
         results["command"] = command
     results.update(n_eval=n_eval, steps=args.steps, eps=list(EPS), k_mid=K_MID)
-    results["machine" if not args.redo_fold else "fold_machine"] = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-    }
+    results["machine" if not args.redo_fold else "fold_machine"] = machine()
     for seed in seeds:
         for training, name in MODELS.items():
             key = f"{training}_seed{seed}"

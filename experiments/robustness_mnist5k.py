@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import torch
-from _report import pct, seed_cell
+from _report import machine, pct, seed_cell
 
 import deqlib
 from deqlib import data, evaluate
@@ -187,13 +186,7 @@ def main(argv: List[str] | None = None) -> int:
         results = {"runs": {}}  # another budget: start afresh rather than mix budgets in one table
     results.update(command=command, preset=args.preset, n_eval=n_eval, eval_eps=list(EVAL_EPS))
     results["epochs"] = 1 if args.quick else TRAIN["epochs"]
-    results["machine"] = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-    }
+    results["machine"] = machine()
     for seed in seeds:
         for training in TRAININGS:
             key = f"{training}_seed{seed}"

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .. import cells, data
+from .._validate import check_int
 from ..checkpoint import load_model_state, save_model
 from ..losses import PGDAT, TRADES, cross_entropy
 from .recipes import RECIPES, ZooRecipe, get, names, recipe_hash
@@ -76,9 +77,7 @@ def _recipe(name: str, seed: Optional[int]) -> ZooRecipe:
     recipe = get(name)
     if seed is None or seed == recipe.seed:
         return recipe
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"zoo: seed must be a non-negative int, got {seed!r}")
-    return recipe.with_seed(seed)
+    return recipe.with_seed(check_int(seed, "seed", "zoo", minimum=0))
 
 
 def _from_file(recipe: ZooRecipe, path: Path, device: Optional[str]) -> nn.Module:
