@@ -373,3 +373,13 @@ def check_device(device: object, where: str, name: str = "device") -> Optional[t
         raise ValueError(
             f"{where}: {name} {device!r} is not a device name (e.g. 'cpu', 'cuda', 'cuda:0', 'mps')"
         ) from None
+
+
+def check_image_shape(image_shape: Any, where: str) -> tuple[int, int, int]:
+    """(C, H, W), three positive ints."""
+    if isinstance(image_shape, (str, bytes)) or not isinstance(image_shape, (Sequence, torch.Size)):
+        raise TypeError(f"{where}: image_shape must be a (C, H, W) tuple of ints, got {image_shape!r}")
+    if len(image_shape) != 3:
+        raise ValueError(f"{where}: image_shape must be (C, H, W), got {tuple(image_shape)}")
+    c, h, w = (check_int(s, "image_shape", where, minimum=1) for s in image_shape)
+    return c, h, w

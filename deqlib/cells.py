@@ -17,6 +17,7 @@ from ._validate import (
     check_bool,
     check_choice,
     check_dataset_like,
+    check_image_shape,
     check_images,
     check_int,
     check_matches,
@@ -135,16 +136,6 @@ def _numbers(values: Any, name: str, where: str) -> Tuple[float, ...]:
     return tuple(check_number(v, f"{name}[{i}]", where) for i, v in enumerate(values))
 
 
-def _image_shape(image_shape: Any, where: str) -> Tuple[int, int, int]:
-    """(C, H, W), three positive ints."""
-    if isinstance(image_shape, (str, bytes)) or not isinstance(image_shape, (Sequence, torch.Size)):
-        raise TypeError(f"{where}: image_shape must be a (C, H, W) tuple of ints, got {image_shape!r}")
-    if len(image_shape) != 3:
-        raise ValueError(f"{where}: image_shape must be (C, H, W), got {tuple(image_shape)}")
-    c, h, w = (check_int(s, "image_shape", where, minimum=1) for s in image_shape)
-    return c, h, w
-
-
 class Normalize(nn.Module):
     """(x - mean) / std per channel, so that models take [0, 1] images (what attack libraries expect)."""
 
@@ -189,7 +180,7 @@ class DEQClassifier(nn.Module):
         **deq_options: Any,
     ) -> None:
         super().__init__()
-        self.image_shape = _image_shape(image_shape, "DEQClassifier")
+        self.image_shape = check_image_shape(image_shape, "DEQClassifier")
         mean, std = _numbers(mean, "mean", "DEQClassifier"), _numbers(std, "std", "DEQClassifier")
         if len(mean) != self.image_shape[0] or len(std) != self.image_shape[0]:
             raise ValueError(
@@ -259,7 +250,7 @@ def mlp_classifier(
         torch.Size([2, 10])
     """
     where = "mlp_classifier"
-    image_shape = _image_shape(image_shape, where)
+    image_shape = check_image_shape(image_shape, where)
     num_classes = check_int(num_classes, "num_classes", where, minimum=2)
     width = check_int(width, "width", where, minimum=1)
     d_in = int(math.prod(image_shape))
@@ -287,7 +278,7 @@ def conv_classifier(
     equilibrium is solved on a small feature map; the head pools to 2x2 and applies a linear layer.
     """
     where = "conv_classifier"
-    image_shape = _image_shape(image_shape, where)
+    image_shape = check_image_shape(image_shape, where)
     num_classes = check_int(num_classes, "num_classes", where, minimum=2)
     channels = check_int(channels, "channels", where, minimum=1)
     downsample = check_int(downsample, "downsample", where, minimum=0)

@@ -13,6 +13,8 @@ explorer (live)                        static counterpart (web book)
                                        weight scale x solver)
 :func:`trajectory_explorer`            :func:`deqlib.viz.digit_readout_small_multiples` (one row per
                                        model x epsilon, same digit)
+:func:`lyapunov_explorer`              :func:`deqlib.viz.lyapunov_small_multiples` (centring x Euler
+                                       step h)
 =====================================  ===============================================================
 
 ipywidgets is imported lazily: importing this module works without it, calling an explorer does not.
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from ._validate import check_deq_classifier, check_images, check_labels
 from .viz import PlaneMap, plot_digit_readout, plot_fixed_point_panel, plot_solver_trace
 
-__all__ = ["fixed_point_explorer", "solver_explorer", "trajectory_explorer"]
+__all__ = ["fixed_point_explorer", "solver_explorer", "trajectory_explorer", "lyapunov_explorer"]
 
 
 def _ipywidgets():
@@ -290,6 +292,68 @@ def trajectory_explorer(
         last.clear()
         last.update(r, settings={"model": model, "digit": digit, "eps": eps, "attack": attack, "gradient": gradient})
         _draw_readout(r, steps, f"{model}, {attack} ε = {eps:g}, gradient {gradient}")
+
+    w = widgets.interactive(draw, **controls)
+    w.last = last
+    return w
+
+
+def lyapunov_explorer(
+    z0=None,
+    *,
+    alpha: Tuple[float, float, float, float] = (0.05, 1.0, 0.05, 0.5),
+    h: Tuple[float, float, float, float] = (0.05, 1.0, 0.05, 0.3),
+    u1: Tuple[float, float, float, float] = (-1.0, 1.0, 0.1, 0.6),
+    u2: Tuple[float, float, float, float] = (-1.0, 1.0, 0.1, -0.4),
+    centres: Sequence[str] = ("origin", "residual", "none"),
+    horizon: float = 20.0,
+    seed: int = 0,
+    figsize: Tuple[float, float] = (9.5, 4.0),
+):
+    """Choose the decay rate α, the centring, the Euler step h and the input u of chapter 6's 2-D toy.
+
+    Each change rebuilds :func:`deqlib.viz.lyapunov_toy` (the same ``V``, seeded by ``seed``) and redraws
+    :func:`deqlib.viz.plot_lyapunov_panel` (field, level sets of ``V_c``, Euler trajectories) on the left and
+    :func:`deqlib.viz.plot_decrease_curves` (``V_c`` along the iterates against ``exp(-αt)``) on the right. The
+    static counterpart for the web book is :func:`deqlib.viz.lyapunov_small_multiples`.
+
+    Args:
+        z0: ``(N, 2)`` starts (default six points on a circle of radius 1.6).
+        alpha, h, u1, u2: (min, max, step, initial value) of each slider (``α h <= 1`` is needed: keep both <= 1).
+        centres: the centring menu (of :data:`deqlib.viz.CENTRES`).
+        horizon: the time ``h K`` simulated.
+        seed: the seed of ``V``.
+        figsize: the figure's size.
+
+    Returns:
+        an ``ipywidgets.interactive``; its attribute ``last`` holds the latest settings, trajectory and
+        :func:`deqlib.viz.discrete_decrease` result (updated on each redraw).
+    """
+    from .viz import discrete_decrease, lyapunov_toy, plot_decrease_curves, plot_lyapunov_panel
+
+    widgets = _ipywidgets()
+    if not centres:
+        raise ValueError("lyapunov_explorer: centres must not be empty")
+    controls = {
+        "centre": widgets.Dropdown(options=list(centres), value=list(centres)[0], description="centring"),
+        "alpha": _slider(widgets, widgets.FloatSlider, alpha, "decay rate α"),
+        "h": _slider(widgets, widgets.FloatSlider, h, "Euler step h"),
+        "u1": _slider(widgets, widgets.FloatSlider, u1, "input u₁"),
+        "u2": _slider(widgets, widgets.FloatSlider, u2, "input u₂"),
+    }
+    last: Dict[str, Any] = {}
+
+    def draw(centre: str, alpha: float, h: float, u1: float, u2: float) -> None:
+        toy = lyapunov_toy(alpha=alpha, centre=centre, h=h, u=(u1, u2), seed=seed)
+        fig, (ax_p, ax_d) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+        traj = plot_lyapunov_panel(toy, z0, ax_p, horizon=horizon)
+        result = discrete_decrease(toy, z0, hs=(h,), horizon=horizon)
+        plot_decrease_curves(result, ax_d)
+        last.clear()
+        last.update(
+            settings={"centre": centre, "alpha": alpha, "h": h, "u": (u1, u2)}, trajectory=traj, decrease=result
+        )
+        plt.show()
 
     w = widgets.interactive(draw, **controls)
     w.last = last

@@ -21,15 +21,14 @@ def test_numpy_and_tensor_scalars_become_python_numbers():
     assert _plain([1, 2]) == [1, 2]
 
 
-def test_glue_returns_the_value_and_checks_the_name():
-    value = np.float64(1.5)
-    assert viz.glue("ch0_x", value) is value
+def test_glue_returns_nothing_so_a_glue_cell_shows_no_output_and_checks_the_name():
+    assert viz.glue("ch0_x", np.float64(1.5)) is None
     with pytest.raises(TypeError, match="name"):
         viz.glue("", 1)
 
 
 def test_on_colab_glue_prints_what_the_unrendered_role_names(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    assert viz.glue("ch9_rate", np.float64(0.25)) == 0.25
+    viz.glue("ch9_rate", np.float64(0.25))
     viz.glue("ch9_table", pd.DataFrame({"a": [1]}))  # not a number: nothing printed
     assert capsys.readouterr().out == "ch9_rate = 0.25\n"

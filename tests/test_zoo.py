@@ -139,7 +139,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny, monkeypatch):
     monkeypatch.setitem(recipes.RECIPES, TINY.name, replace(TINY, fit={**TINY.fit, "epochs": 2}))
     reference = zoo.train(TINY.name, committed=True, progress=False)
     (tmp / "committed" / f"{TINY.name}.pt").unlink()
-    real_loss, calls = zoo._loss, []
+    real_loss, calls = zoo.build_loss, []
 
     def interrupting_loss(recipe):
         inner = real_loss(recipe)
@@ -153,11 +153,11 @@ def test_interrupted_training_resumes_from_its_checkpoint(tiny, monkeypatch):
 
         return loss
 
-    monkeypatch.setattr(zoo, "_loss", interrupting_loss)
+    monkeypatch.setattr(zoo, "build_loss", interrupting_loss)
     with pytest.raises(KeyboardInterrupt):
         zoo.train(TINY.name, committed=True, progress=False)
     assert (tmp / "committed" / f"{TINY.name}.ckpt").is_file(), "the finished epoch must be checkpointed"
-    monkeypatch.setattr(zoo, "_loss", real_loss)
+    monkeypatch.setattr(zoo, "build_loss", real_loss)
     resumed = zoo.train(TINY.name, committed=True, progress=False)
     assert _same_weights(resumed, reference)
     assert not (tmp / "committed" / f"{TINY.name}.ckpt").exists()

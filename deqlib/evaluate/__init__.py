@@ -14,7 +14,7 @@ Taught in chapter 5 (``notebooks/05_attacking_deqs.ipynb``). Import it by name (
   :func:`check_large_eps`, :func:`check_steps_restarts`, :func:`check_black_box`, :func:`check_gradient_choices`,
   :func:`check_determinism_gradients`; the last two live in :mod:`deqlib.evaluate.masking_gradients`) and
   :func:`masking_checks`, which runs them all (:data:`MASKING_CHECKS`);
-- :mod:`deqlib.evaluate.summaries` — :func:`broken_by_counts`, :func:`masking_rows`, :func:`paired_rows`: the
+- :mod:`deqlib.evaluate.summaries` — :func:`broken_by_counts`, :func:`masking_rows`, :func:`paired_rows` (and chapter 6's :func:`reading_rows`, :func:`verdict_rows`): the
   counts and rows behind the tables and figures of a report;
 - :mod:`deqlib.evaluate.masked_demo` — :class:`QuantisedInput`, a deliberately masked model (zero input gradients)
   that every masking check fails, and its BPDA twin (``straight_through=True``);
@@ -36,14 +36,15 @@ from .masking import (
 )
 from .masking_gradients import check_determinism_gradients, check_gradient_choices
 from .report import describe_model, evaluate_robustness
-from .statistics import MIN_SEEDS, mcnemar, paired_bootstrap, seed_summary, wilson_interval
-from .summaries import broken_by_counts, masking_rows, paired_rows
+from .statistics import MIN_SEEDS, claim_verdict, mcnemar, paired_bootstrap, seed_summary, wilson_interval
+from .summaries import broken_by_counts, masking_rows, paired_rows, reading_rows, verdict_rows
 
 __all__ = [
     "strongest_attack",
     "PRESETS",
     "wilson_interval",
     "mcnemar",
+    "claim_verdict",
     "paired_bootstrap",
     "seed_summary",
     "MIN_SEEDS",
@@ -63,4 +64,6 @@ __all__ = [
     "broken_by_counts",
     "masking_rows",
     "paired_rows",
+    "reading_rows",
+    "verdict_rows",
 ]

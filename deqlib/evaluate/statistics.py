@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .._validate import check_int, check_number, check_seed
+from .._validate import check_int, check_number, check_probability, check_seed
 
-__all__ = ["wilson_interval", "paired_bootstrap", "mcnemar", "seed_summary", "MIN_SEEDS"]
+__all__ = ["wilson_interval", "paired_bootstrap", "mcnemar", "seed_summary", "claim_verdict", "MIN_SEEDS"]
 
 #: The fewest training seeds on which a difference between training methods may rest.
 MIN_SEEDS = 3
@@ -191,3 +191,27 @@ def seed_summary(values: Sequence[float], confidence: float = 0.95) -> Dict[str,
         out.update(sd=sd, sem=sem, interval=[mean - half, mean + half])
     out.update(confidence=confidence, enough_seeds=k >= MIN_SEEDS)
     return out
+
+
+def claim_verdict(tests: Sequence[Mapping[str, Any]], alpha: float = 0.05) -> str:
+    """The verdict on "A beats B" from one paired test per training seed (:func:`mcnemar` results, A first).
+
+    ``"reproduced"``: A is better with ``p < alpha`` for every one of at least :data:`MIN_SEEDS` seeds;
+    ``"not reproduced"``: for none of them; ``"mixed"`` otherwise. With fewer seeds there is no verdict, only a
+    screen: ``"screen only (n seed(s)): better"`` / ``"worse"`` (significant, every seed) or
+    ``"no significant difference"``; ``"not run"`` without any test.
+
+    Example:
+        >>> t = {"difference": 0.1, "p_value": 0.01}
+        >>> claim_verdict([t, t, t]), claim_verdict([t])
+        ('reproduced', 'screen only (1 seed(s)): better')
+    """
+    alpha = check_probability(alpha, "alpha", "claim_verdict")
+    better = [t["difference"] > 0 and t["p_value"] < alpha for t in tests]
+    worse = [t["difference"] < 0 and t["p_value"] < alpha for t in tests]
+    if not better:
+        return "not run"
+    if len(better) < MIN_SEEDS:
+        kind = "better" if all(better) else "worse" if all(worse) else "no significant difference"
+        return f"screen only ({len(better)} seed(s)): {kind}"
+    return "reproduced" if all(better) else "not reproduced" if not any(better) else "mixed"

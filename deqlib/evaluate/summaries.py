@@ -5,7 +5,10 @@
 - :func:`masking_rows` — one row per gradient-masking check of :func:`~deqlib.evaluate.masking_checks`: its verdict
   and the numbers behind it, in words;
 - :func:`paired_rows` — robust accuracies of several attacks on the same samples, each with its Wilson interval and
-  the exact McNemar test against a reference attack.
+  the exact McNemar test against a reference attack;
+- :func:`reading_rows`, :func:`verdict_rows` — chapter 6's recorded LyaDEQ readings
+  (``experiments/lyadeq_readings.py``): one row per model run, and one per reading, radius and claim with the
+  paired test against its control and the verdict.
 
 Every function returns plain lists and dicts (a notebook turns them into a ``pandas.DataFrame``).
 """
@@ -19,7 +22,7 @@ import torch
 
 from .statistics import mcnemar, wilson_interval
 
-__all__ = ["broken_by_counts", "masking_rows", "paired_rows"]
+__all__ = ["broken_by_counts", "masking_rows", "paired_rows", "reading_rows", "verdict_rows"]
 
 
 def broken_by_counts(
@@ -142,4 +145,47 @@ def paired_rows(masks: Mapping[str, Any], reference: str) -> List[Dict[str, Any]
             t = mcnemar(mask, ref)
             row.update(only_reference_broke=t["a_only"], only_this_broke=t["b_only"], p_value=t["p_value"])
         rows.append(row)
+    return rows
+
+
+def reading_rows(runs: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per recorded (model, seed, n) run of ``experiments/lyadeq_readings.py``: clean and robust accuracy
+    with Wilson intervals (in %), the masking checklist's verdict and the measurements of what the reading changes.
+    """
+    rows = []
+    for key in sorted(runs):
+        run = runs[key]
+        rep, m = run["report"], run["measures"]
+        row: Dict[str, Any] = {"model": run["name"].replace("mnist5k-mlp-", ""), "seed": run["seed"], "n": run["n"]}
+        row["clean (%)"] = round(100 * rep["clean_accuracy"], 1)
+        for eps, r in rep["eps"].items():
+            lo, hi = r["ci95"]
+            row[f"eps {eps} (%)"] = f"{100 * r['robust_accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        row["masking"] = "passed" if run["masking"]["passed"] else "failed: " + ", ".join(run["masking"]["failed"])
+        row["input -> state"] = round(m["input"]["state_ratio"], 3)
+        row["initial state -> state"] = round(m["initial_state"]["ratio"], 3)
+        rows.append(row)
+    return rows
+
+
+def verdict_rows(summary: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per reading and radius: its claim, the paired difference to its control per seed (points, McNemar
+    p), the mean over seeds and the verdict (the ``summary`` of ``experiments/lyadeq_readings.py``)."""
+    rows = []
+    for name, s in summary.items():
+        for eps, e in s["eps"].items():
+            per = e["per_seed"]
+            rows.append(
+                {
+                    "reading": name.replace("mnist5k-mlp-", ""),
+                    "claim": s["claim"].split(":")[0],
+                    "eps": eps,
+                    "n": s["n"],
+                    "seeds": len(per),
+                    "reading - control (points)": ", ".join(
+                        f"{100 * v['difference']:+.1f} (p {v['p_value']:.2g})" for v in per.values()
+                    ),
+                    "verdict": e["verdict"],
+                }
+            )
     return rows

@@ -21,6 +21,13 @@ functions that make whole figures return the figure. Inputs may be torch tensors
   :func:`digit_readout_small_multiples` (the counterpart of :func:`deqlib.widgets.trajectory_explorer`);
 - :mod:`~deqlib.viz.attacks` — chapter 5's attack figures: :func:`plot_accuracy_intervals`,
   :func:`plot_attack_intervals`, :func:`plot_broken_by`, :func:`plot_broken_digits`;
+- :mod:`~deqlib.viz.readings` — chapter 6's LyaDEQ readings: :func:`plot_collapse`,
+  :func:`plot_readings_vs_controls`;
+- :mod:`~deqlib.viz.lyapunov` — chapter 6's 2-D toys: :func:`lyapunov_toy` (a :class:`LyapunovToy`),
+  :func:`plot_lyapunov_panel`, :func:`plot_lyapunov_fields`, :func:`discrete_decrease`,
+  :func:`plot_decrease_curves`, :func:`plot_discrete_decrease`, :func:`icnn_lyapunov_checks`,
+  :func:`plot_icnn_lyapunov` and the static small multiples :func:`lyapunov_small_multiples` (the counterpart
+  of :func:`deqlib.widgets.lyapunov_explorer`);
 - :mod:`~deqlib.viz.schematics` — pictures of a computation: :func:`deep_vs_deq`, :func:`solve_then_differentiate`;
 - :mod:`~deqlib.viz.publish` — :func:`glue`: a computed value for the book's prose (a no-op without myst-nb);
 - :mod:`~deqlib.viz.style` — the book's colour-blind-safe palette and fonts: :func:`book_style`,
@@ -48,7 +55,21 @@ from .dynamics import (
     plot_state_readouts,
 )
 from .gradients import plot_memory, plot_phantom_errors, plot_solver_steps, plot_training_history
+from .lyapunov import (
+    CENTRES,
+    LyapunovToy,
+    discrete_decrease,
+    icnn_lyapunov_checks,
+    lyapunov_small_multiples,
+    lyapunov_toy,
+    plot_decrease_curves,
+    plot_discrete_decrease,
+    plot_icnn_lyapunov,
+    plot_lyapunov_fields,
+    plot_lyapunov_panel,
+)
 from .publish import glue
+from .readings import plot_collapse, plot_readings_vs_controls
 from .robustness import plot_adversarial_examples, plot_entropy_along_iterations, plot_robust_accuracy
 from .schematics import deep_vs_deq, solve_then_differentiate
 from .solvers import (
@@ -75,6 +96,8 @@ from .toys import (
 from .trajectories import iterate, plot_trajectories_2d, project_2d, step_sizes
 
 __all__ = [
+    "plot_collapse",
+    "plot_readings_vs_controls",
     "ArrayLike",
     "PlaneMap",
     "to_numpy",
@@ -115,6 +138,17 @@ __all__ = [
     "plot_steps_histogram",
     "plot_damped_eigenvalues",
     "residuals_and_eigenvalues",
+    "CENTRES",
+    "LyapunovToy",
+    "lyapunov_toy",
+    "plot_lyapunov_panel",
+    "plot_lyapunov_fields",
+    "discrete_decrease",
+    "plot_decrease_curves",
+    "plot_discrete_decrease",
+    "icnn_lyapunov_checks",
+    "plot_icnn_lyapunov",
+    "lyapunov_small_multiples",
     "deep_vs_deq",
     "solve_then_differentiate",
     "PALETTE",

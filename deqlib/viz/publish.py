@@ -7,23 +7,20 @@ that computed it: the number a role names is always in the output just above it.
 
 Example:
     >>> from deqlib import viz
-    >>> viz.glue("ch0_answer", 42)
-    42
+    >>> viz.glue("ch0_answer", 42)  # returns nothing: a cell ending with it shows no output
 """
 
 from __future__ import annotations
 
 import sys
 from numbers import Number
-from typing import Any, TypeVar
+from typing import Any
 
 __all__ = ["glue"]
 
-T = TypeVar("T")
 
-
-def glue(name: str, value: T, display: bool = False) -> T:
-    """Glue ``value`` under ``name`` for the book's ``{glue}`` roles (with myst-nb), and return it.
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Glue ``value`` under ``name`` for the book's ``{glue}`` roles (with myst-nb).
 
     Args:
         name: the key the prose uses; by the book's convention it starts with the chapter (``ch3_rho``).
@@ -31,7 +28,7 @@ def glue(name: str, value: T, display: bool = False) -> T:
         display: also show the value in the cell's output.
 
     Returns:
-        ``value``, unchanged.
+        None, so that a cell ending with a ``glue`` call shows no output on the page (the value is the prose's).
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"glue: name must be a non-empty string, got {name!r}")
@@ -39,18 +36,18 @@ def glue(name: str, value: T, display: bool = False) -> T:
         plain = _plain(value)
         if isinstance(plain, (Number, str)):
             print(f"{name} = {plain!r}")
-        return value
+        return None
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # no book build here (e.g. Colab): nothing to hand the value to
-        return value
+        return None
     try:
         from IPython import get_ipython
     except ImportError:
-        return value
+        return None
     if get_ipython() is not None:  # glue writes into a notebook cell's outputs; outside a kernel there are none
         myst_glue(name, _plain(value), display=display)
-    return value
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -30,10 +30,10 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from .. import cells, data
+from .. import data
 from .._validate import check_int
 from ..checkpoint import load_model_state, save_model
-from ..losses import PGDAT, TRADES, cross_entropy
+from .architectures import build_loss, build_model
 from .recipes import RECIPES, ZooRecipe, get, names, recipe_hash
 from .store import ZooError, cache_dir, committed_dir, record_status, write_record
 
@@ -46,19 +46,13 @@ def build(recipe: ZooRecipe) -> nn.Module:
     train_set = data.load(recipe.dataset, "train")
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed)
-        model = cells.classifier_for(train_set, recipe.kind, **dict(recipe.model))
+        model = build_model(train_set, recipe)
     if not recipe.wrapper:
         return model
     from ..defenses import RandomDepthClassifier
 
     options = {k: v for k, v in recipe.wrapper.items() if k != "name"}
     return {"random_depth": RandomDepthClassifier}[recipe.wrapper["name"]](model, **options)
-
-
-def _loss(recipe: ZooRecipe):
-    spec = dict(recipe.loss)
-    name = spec.pop("name")
-    return {"ce": lambda: cross_entropy, "pgd_at": lambda: PGDAT(**spec), "trades": lambda: TRADES(**spec)}[name]()
 
 
 def _file(folder: Path, recipe: ZooRecipe, keyed: bool) -> Path:
@@ -189,7 +183,7 @@ def _fit(model: nn.Module, recipe: ZooRecipe, options: Dict[str, Any], checkpoin
     return fit(
         model,
         train_set,
-        loss_fn=_loss(recipe),
+        loss_fn=build_loss(recipe),
         seed=recipe.seed,
         checkpoint=str(checkpoint),
         resume=True,

@@ -20,7 +20,18 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from .._validate import check_choice
 
-__all__ = ["ZOO_FORMAT", "ZooRecipe", "RECIPES", "get", "names", "recipe_hash", "LOSSES", "WRAPPERS"]
+__all__ = [
+    "ZOO_FORMAT",
+    "ZooRecipe",
+    "RECIPES",
+    "get",
+    "names",
+    "recipe_hash",
+    "LOSSES",
+    "WRAPPERS",
+    "ARCHITECTURES",
+    "REGULARISERS",
+]
 
 #: Bumped when deqlib's training code changes what a recipe trains (all hashes change with it).
 ZOO_FORMAT = 1
@@ -28,6 +39,16 @@ ZOO_FORMAT = 1
 LOSSES = {"ce": (), "pgd_at": ("eps", "alpha", "steps"), "trades": ("eps", "alpha", "steps", "beta")}
 #: The defences a recipe can wrap its classifier in (trained and served wrapped), and their parameters.
 WRAPPERS = {"random_depth": ("max_depth", "phantom_steps", "phantom_tau")}
+#: The architectures a recipe can name instead of the plain DEQ classifier (the LyaDEQ readings of chapter 6), and
+#: their parameters (:mod:`deqlib.zoo.architectures` builds them).
+ARCHITECTURES = {
+    "lyadeq": ("center", "alpha", "h", "lyapunov_hidden"),
+    "horizon": ("projection", "alpha", "h", "steps", "start", "injection_scale", "lyapunov_hidden"),
+    "one_shot": ("base", "alpha", "exact", "correct", "lyapunov_hidden"),
+    "lyapunov_regularised": ("lyapunov_hidden",),
+}
+#: The penalties a recipe can add to its loss (:mod:`deqlib.defenses.lyadeq_losses`), and their parameters.
+REGULARISERS = {"attractor": ("weight", "rho"), "lyapunov_decrease": ("weight", "rate", "starts", "radius")}
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,10 @@ class ZooRecipe:
         seed: the training seed.
         wrapper: ``{}`` (the plain classifier) or ``{"name": "random_depth", ...its parameters}``: the model is
             trained, stored and loaded inside that defence (:data:`WRAPPERS`).
+        architecture: ``{}`` (the plain DEQ classifier of ``kind``) or one of :data:`ARCHITECTURES` with its
+            parameters; ``model`` then gives the nominal parts' options. A ``one_shot`` model names its ``base``
+            recipe, trained first (with this recipe's seed) and frozen: its hash is part of this one's.
+        regulariser: ``{}`` or one of :data:`REGULARISERS` with its parameters, added to the loss.
         description: what the model is for (not part of the hash).
     """
 
@@ -57,20 +82,24 @@ class ZooRecipe:
     fit: Mapping[str, Any]
     seed: int = 0
     wrapper: Mapping[str, Any] = field(default_factory=dict)
+    architecture: Mapping[str, Any] = field(default_factory=dict)
+    regulariser: Mapping[str, Any] = field(default_factory=dict)
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         check_choice(self.mode, "mode", f"ZooRecipe {self.name}", ("fast", "full"))
         check_choice(self.kind, "kind", f"ZooRecipe {self.name}", ("mlp", "conv"))
         _check_params(dict(self.loss), LOSSES, "loss", self.name)
-        if self.wrapper:
-            _check_params(dict(self.wrapper), WRAPPERS, "wrapper", self.name)
+        for what, table in (("wrapper", WRAPPERS), ("architecture", ARCHITECTURES), ("regulariser", REGULARISERS)):
+            if getattr(self, what):
+                _check_params(dict(getattr(self, what)), table, what, self.name)
         if "epochs" not in self.fit:
             raise ValueError(f"ZooRecipe {self.name}: fit options must give the number of epochs")
 
     def hashed_fields(self) -> Dict[str, Any]:
-        """The fields that decide the weights (everything but the name and description; no wrapper, no key, so the
-        plain recipes keep the hashes they were committed with)."""
+        """The fields that decide the weights (everything but the name and description). The wrapper, architecture
+        and regulariser count only when set (so the plain recipes keep the hashes they were committed with); a
+        ``one_shot`` architecture adds the hash of its base recipe at this seed."""
         fields = {
             "zoo_format": ZOO_FORMAT,
             "dataset": self.dataset,
@@ -81,13 +110,23 @@ class ZooRecipe:
             "fit": dict(self.fit),
             "seed": self.seed,
         }
-        if self.wrapper:
-            fields["wrapper"] = dict(self.wrapper)
+        for what in ("wrapper", "architecture", "regulariser"):
+            if getattr(self, what):
+                fields[what] = dict(getattr(self, what))
+        base = self.architecture.get("base") if self.architecture else None
+        if base is not None:
+            fields["base_hash"] = recipe_hash(base_recipe(self))
         return fields
 
     def with_seed(self, seed: int) -> "ZooRecipe":
         """The same recipe with another training seed (a multi-seed experiment's member)."""
         return replace(self, name=f"{self.name}-seed{seed}", seed=seed)
+
+
+def base_recipe(recipe: ZooRecipe) -> ZooRecipe:
+    """The base recipe a ``one_shot`` recipe builds on, at the recipe's seed."""
+    base = get(recipe.architecture["base"])
+    return base if base.seed == recipe.seed else base.with_seed(recipe.seed)
 
 
 def _check_params(spec: Dict[str, Any], table: Mapping[str, tuple], what: str, recipe: str) -> None:
@@ -150,9 +189,90 @@ def _random_depth_set(dataset: str, mode: str, kind: str, model: Mapping[str, An
     ]
 
 
+# Chapter 6's readings of LyaDEQ (PAPERS.md §2), each beside the nominal model trained the same way (its control).
+# Our choices where the paper is silent: V an ICNN (64, 64); R1 10 Euler steps of 0.5, alpha 0.5; R2 alpha 3 (the
+# projection then acts) with phantom gradients (so V sees the transient); R3 alpha 0.9 as in the later code, stage
+# two 5 epochs; R4 no injection inside the steps, contraction 0.5 asked at the state read; R5 a decrease of V by half
+# per step asked on the fixed-point iterates and on one start at 0.5 ||z*|| from z*.
+_LYA_HIDDEN = [64, 64]
+_HORIZON = {"alpha": 0.5, "h": 0.5, "steps": 10, "lyapunov_hidden": _LYA_HIDDEN}
+_FIT_STAGE2 = {"epochs": 5, "lr": 2e-3, "batch_size": 64, "scheduler": "cosine"}
+
+
+def _reading_specs() -> List[tuple]:
+    """(name part, model options, architecture, regulariser, fit, description) of every reading and control."""
+    width = {"width": _MLP_FAST["width"]}
+    r1 = {"name": "horizon", "start": "zero", "injection_scale": 1.0, **_HORIZON}
+    r4 = {"name": "horizon", "projection": "none", "start": "injection", "injection_scale": 0.0, **_HORIZON}
+    fixed = {**_MLP_FAST, "solver": "fixed_point", "max_iter": 50}
+    one_shot = {"name": "one_shot", "alpha": 0.9, "lyapunov_hidden": _LYA_HIDDEN}
+    return [
+        ("r1-lyadeq", width, {**r1, "projection": "origin"}, {}, _FIT_FAST, "R1: origin-centred projection, 10 steps"),
+        ("r1-nominal", width, {**r1, "projection": "none"}, {}, _FIT_FAST, "R1's control: the same 10 plain steps"),
+        (
+            "r2-lyadeq",
+            {**_MLP_FAST, "grad": "phantom"},
+            {"name": "lyadeq", "center": "residual", "alpha": 3.0, "h": 1.0, "lyapunov_hidden": _LYA_HIDDEN},
+            {},
+            _FIT_FAST,
+            "R2: residual-centred projection in the solver, alpha 3, phantom gradient",
+        ),
+        ("r2-nominal", {**_MLP_FAST, "grad": "phantom"}, {}, {}, _FIT_FAST, "R2's control: the DEQ, phantom gradient"),
+        ("r3-exact", {}, {**one_shot, "exact": True, "correct": True}, {}, _FIT_STAGE2, "R3: one-shot V, exact"),
+        ("r3-detached", {}, {**one_shot, "exact": False, "correct": True}, {}, _FIT_STAGE2, "R3: detached grad V"),
+        ("r3-nominal", {}, {**one_shot, "exact": True, "correct": False}, {}, _FIT_STAGE2, "R3's control: no V"),
+        (
+            "r4-lyadeq",
+            width,
+            r4,
+            {"name": "attractor", "weight": 1.0, "rho": 0.5},
+            _FIT_FAST,
+            "R4: input as initial state, stable attractors (SODEF-style)",
+        ),
+        ("r4-nominal", width, r4, {}, _FIT_FAST, "R4's control: the same model without the attractor penalty"),
+        (
+            "r5-lyadeq",
+            fixed,
+            {"name": "lyapunov_regularised", "lyapunov_hidden": _LYA_HIDDEN},
+            {"name": "lyapunov_decrease", "weight": 1.0, "rate": 0.5, "starts": 1, "radius": 0.5},
+            _FIT_FAST,
+            "R5: a Lyapunov-decrease loss on the fixed-point iterates",
+        ),
+        ("r5-nominal", fixed, {}, {}, _FIT_FAST, "R5's control: the same DEQ without the loss"),
+    ]
+
+
+def _lyadeq_set(at: Mapping[str, Any]) -> List[ZooRecipe]:
+    """Every reading and control on mnist5k, with standard training and with PGD-AT (a ``one_shot`` model's base
+    is the zoo model of the same training, and stage two uses the same loss)."""
+    out = []
+    for training, loss in (("standard", {"name": "ce"}), ("pgdat", {"name": "pgd_at", **at})):
+        for part, model, arch, reg, fit, desc in _reading_specs():
+            if arch.get("name") == "one_shot":
+                arch = {**arch, "base": f"mnist5k-mlp-{training}"}
+            name = f"mnist5k-mlp-{part}-{training}"
+            desc = f"{desc}; {'standard training' if training == 'standard' else 'PGD-AT'}"
+            out.append(
+                ZooRecipe(
+                    name,
+                    "mnist5k",
+                    "fast",
+                    "mlp",
+                    model,
+                    loss,
+                    fit,
+                    architecture=arch,
+                    regulariser=reg,
+                    description=desc,
+                )
+            )
+    return out
+
+
 def _build_registry() -> Dict[str, ZooRecipe]:
     recipes = _standard_set("mnist5k", "fast", "mlp", _MLP_FAST, _FIT_FAST, _AT_FAST)
     recipes += _random_depth_set("mnist5k", "fast", "mlp", _MLP_FAST, _FIT_FAST, _AT_FAST)
+    recipes += _lyadeq_set(_AT_FAST)
     for dataset in ("mnist", "svhn", "cifar10"):
         at = _AT_FAST if dataset == "mnist" else _AT_FULL
         recipes += _standard_set(dataset, "full", "conv", _CONV_FULL, _FIT_FULL, at)
