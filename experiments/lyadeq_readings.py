@@ -52,7 +52,7 @@ from deqlib.defenses import (
     input_state_sensitivity,
     without_lyapunov,
 )
-from deqlib.evaluate import claim_verdict, mcnemar, seed_summary
+from deqlib.evaluate import claim_verdict, mcnemar, save_json, seed_summary
 from deqlib.solvers import quiet_convergence
 
 HERE = Path(__file__).resolve().parent
@@ -169,7 +169,7 @@ def save(path: Path, results: Dict[str, Any], args) -> None:
         "runs": results,
         "summary": summary(results),
     }
-    write_json(path, payload)
+    save_json(payload, path)
 
 
 def interval(ci) -> str:
@@ -298,18 +298,12 @@ def main(argv=None) -> None:
             print(f"{time.strftime('%H:%M:%S')} {key}", flush=True)
             try:
                 result = evaluate_one(name, seed, n, args)
-                write_json(folder / f"{key}.json", result)
+                save_json(result, folder / f"{key}.json")
             finally:
                 (folder / f"{key}.lock").unlink(missing_ok=True)
             print(f"  done in {result['seconds']} s", flush=True)
             write_summary(out, folder, args)
     write_summary(out, folder, args)
-
-
-def write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
 
 
 def write_summary(out: Path, folder: Path, args) -> None:
