@@ -33,7 +33,7 @@ from deqlib.defenses import (
     orthogonal_head,
     without_lyapunov,
 )
-from deqlib.evaluate import claim_verdict, reading_rows, verdict_rows
+from deqlib.evaluate import claim_verdict, reading_rows, seed_summary, verdict_rows
 from deqlib.lyapunov import LyapunovFunction
 from deqlib.sensitivity import input_sensitivity
 from deqlib.zoo.recipes import ZooRecipe, recipe_hash
@@ -377,6 +377,14 @@ def test_reading_rows_verdict_rows_and_the_readings_figure():
     }
     (v,) = verdict_rows(summary)
     assert v["claim"] == "C1" and v["reading - control (points)"] == "+25.0 (p 1)"
+    assert v["mean over seeds [95 % t]"] == "-"  # one seed: no interval
+    three = {s: {"difference": d, "p_value": 0.5} for s, d in enumerate([0.02, -0.04, 0.05])}
+    over = seed_summary([0.02, -0.04, 0.05])
+    summary["mnist5k-mlp-r3-exact-standard"]["eps"]["0.1"].update(per_seed=three, over_seeds=over)
+    (v,) = verdict_rows(summary)
+    lo, hi = over["interval"]
+    assert v["seeds"] == 3 and v["mean over seeds [95 % t]"] == f"+1.0 [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    assert lo < 0 < hi  # the interval straddles zero for these differences
     fig = viz.plot_readings_vs_controls(runs, eps="0.1")
     assert len(fig.axes) == 2  # standard and PGD-AT panels
     left = fig.axes[0]

@@ -170,7 +170,8 @@ def reading_rows(runs: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
 
 def verdict_rows(summary: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """One row per reading and radius: its claim, the paired difference to its control per seed (points, McNemar
-    p), the mean over seeds and the verdict (the ``summary`` of ``experiments/lyadeq_readings.py``)."""
+    p), the mean over seeds with its t interval (points; "-" with fewer than two seeds) and the verdict (the
+    ``summary`` of ``experiments/lyadeq_readings.py``)."""
     rows = []
     for name, s in summary.items():
         for eps, e in s["eps"].items():
@@ -185,7 +186,15 @@ def verdict_rows(summary: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any
                     "reading - control (points)": ", ".join(
                         f"{100 * v['difference']:+.1f} (p {v['p_value']:.2g})" for v in per.values()
                     ),
+                    "mean over seeds [95 % t]": _over_seeds(e.get("over_seeds")),
                     "verdict": e["verdict"],
                 }
             )
     return rows
+
+
+def _over_seeds(over: Optional[Mapping[str, Any]]) -> str:
+    if not over or over.get("interval") is None:
+        return "-"
+    lo, hi = over["interval"]
+    return f"{100 * over['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
