@@ -11,7 +11,8 @@ Usage (from the repository root)::
 Parts: ``solvers`` (deqlib vs torchdeq, correctness guard, overhead), ``speedups`` (each solver change against the
 frozen pre-optimisation solvers; bmm forms; torch.compile), ``backward`` (IFT / phantom / unroll time and memory),
 ``training`` (fast-mode and PGD-AT throughput with a breakdown), ``warmstart`` (AutoAttack and a PGD-AT epoch with
-and without warm starts), ``adversarial`` (a PGD-AT epoch: deqlib vs torchdeq + torchattacks), ``notebooks`` (fast-mode execution time).
+and without warm starts), ``adversarial`` (a PGD-AT epoch: deqlib vs torchdeq + torchattacks), ``defences`` (chapter 7's defences
+against a plain forward), ``notebooks`` (fast-mode execution time).
 
 Each part writes its JSON as soon as it is done, with the machine, the torch version, the thread count, the load
 average at its start and end, the date and this command; the summary is re-rendered from every JSON present.
@@ -32,7 +33,7 @@ import torch
 
 from .common import RESULTS, ROOT, load_average, log, machine_info, write_json
 
-PARTS = ("solvers", "speedups", "backward", "training", "warmstart", "adversarial", "notebooks")
+PARTS = ("solvers", "speedups", "backward", "training", "warmstart", "adversarial", "defences", "notebooks")
 
 
 def _part_runner(name: str) -> Callable[..., Dict[str, Any]]:
@@ -48,6 +49,8 @@ def _part_runner(name: str) -> Callable[..., Dict[str, Any]]:
         from .bench_warm_start import run
     elif name == "adversarial":
         from .bench_adversarial_training import run
+    elif name == "defences":
+        from .bench_defences import run
     elif name == "notebooks":
         from .bench_notebooks import run
     else:  # pragma: no cover - argparse checks the names

@@ -487,6 +487,32 @@ def adversarial_section(res: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def defences_section(res: Dict[str, Any]) -> List[str]:
+    st = res["settings"]
+    lines = [
+        "## Chapter 7's defences against a plain forward",
+        "",
+        f"Run: {_meta_line(res['meta'])}.",
+        "",
+        f"{st['digits']} mnist5k test digits in one batch, no gradient, the fastest of {st['repeats']} runs each, "
+        f"on the zoo's PGD-AT MLP DEQ (the random-depth model: its own zoo recipe); entropy reduction with ball "
+        f"{st['radius']['eps']} and step {st['radius']['eta']}.",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            f"{r['ms_per_digit']:.2f}",
+            f"{r['ratio_to_plain']:.1f}",
+            f"{100 * r['accuracy']:.1f} %",
+            f"{100 * r['agreement_with_plain']:.1f} %",
+        ]
+        for name, r in res["defences"].items()
+    ]
+    lines += _table(["model", "ms per digit", "× plain", "clean accuracy", "agrees with plain"], rows)
+    return lines + [""]
+
+
 SECTIONS = [
     ("solvers", solvers_section),
     ("speedups", speedups_section),
@@ -494,6 +520,7 @@ SECTIONS = [
     ("training", training_section),
     ("warmstart", warmstart_section),
     ("adversarial", adversarial_section),
+    ("defences", defences_section),
     ("notebooks", notebooks_section),
 ]
 

@@ -15,10 +15,14 @@ explorer (live)                        static counterpart (web book)
                                        model x epsilon, same digit)
 :func:`lyapunov_explorer`              :func:`deqlib.viz.lyapunov_small_multiples` (centring x Euler
                                        step h)
+:func:`entropy_explorer`               :func:`deqlib.viz.entropy_defence_small_multiples` (one row
+                                       per attack or defence radius, same digit)
 =====================================  ===============================================================
 
 ipywidgets is imported lazily: importing this module works without it, calling an explorer does not.
 """
+
+# size: the book's explorers, one per chapter that has one, each a thin layer over deqlib.viz (the table above)
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from torch import Tensor, nn
 from ._validate import check_deq_classifier, check_images, check_labels
 from .viz import PlaneMap, plot_digit_readout, plot_fixed_point_panel, plot_solver_trace
 
-__all__ = ["fixed_point_explorer", "solver_explorer", "trajectory_explorer", "lyapunov_explorer"]
+__all__ = ["fixed_point_explorer", "solver_explorer", "trajectory_explorer", "lyapunov_explorer", "entropy_explorer"]
 
 
 def _ipywidgets():
@@ -353,6 +357,61 @@ def lyapunov_explorer(
         last.update(
             settings={"centre": centre, "alpha": alpha, "h": h, "u": (u1, u2)}, trajectory=traj, decrease=result
         )
+        plt.show()
+
+    w = widgets.interactive(draw, **controls)
+    w.last = last
+    return w
+
+
+def entropy_explorer(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps_def: Tuple[float, float, float, float] = (0.0, 0.3, 0.05, 0.2),
+    attack_eps: Sequence[float] = (0.0, 0.1, 0.2),
+):
+    """Choose a digit, the entropy defence's radius and a transfer attack; watch the entropy along the defence.
+
+    Each change crafts PGD-10 (steps of ε / 4) on the undefended ``model`` at the chosen radius (0: no attack),
+    runs :meth:`deqlib.defenses.EntropyReductionDefense.as_released` with ball ε_def and step ε_def / 4 on the
+    digit, and redraws :func:`deqlib.viz.plot_entropy_with_defence` (defence on and off). The static counterpart
+    for the web book is :func:`deqlib.viz.entropy_defence_small_multiples`.
+
+    Args:
+        model: a :class:`~deqlib.cells.DEQClassifier`.
+        x, y: the digits offered and their labels.
+        eps_def: (min, max, step, initial value) of the defence's radius slider.
+        attack_eps: the attack radii offered.
+
+    Returns:
+        an ``ipywidgets.interactive``; ``last`` holds the latest settings and run.
+    """
+    from .attacks import pgd
+    from .defenses import EntropyReductionDefense
+    from .viz import entropy_with_defence, plot_entropy_with_defence
+
+    widgets = _ipywidgets()
+    check_deq_classifier(model, "entropy_explorer")
+    x = check_images(x, "entropy_explorer")
+    check_labels(y, x.shape[0], "entropy_explorer")
+    controls = {
+        "digit": widgets.IntSlider(min=0, max=x.shape[0] - 1, value=0, description="digit", continuous_update=False),
+        "radius": _slider(widgets, widgets.FloatSlider, eps_def, "defence radius ε_def"),
+        "attack": widgets.Dropdown(options=list(attack_eps), value=list(attack_eps)[0], description="attack ε"),
+    }
+    last: Dict[str, Any] = {}
+
+    def draw(digit: int, radius: float, attack: float) -> None:
+        xs, ys = x[digit : digit + 1], y[digit : digit + 1]
+        if attack > 0:
+            xs = pgd(model, attack, alpha=attack / 4, steps=10)(xs, ys)
+        defense = EntropyReductionDefense.as_released(model, eps=radius, eta=radius / 4 if radius > 0 else 0.01)
+        run = entropy_with_defence(defense, xs, ys)
+        last.clear()
+        last.update(settings={"digit": digit, "radius": radius, "attack": attack}, run=run)
+        plot_entropy_with_defence(run, 0, title=f"digit {digit}, attack ε = {attack:g}, label {int(ys[0])}")
         plt.show()
 
     w = widgets.interactive(draw, **controls)

@@ -32,3 +32,16 @@ def seed_cell(s: Dict[str, Any]) -> str:
     if s["interval"] is None:  # one seed: no spread to show
         return f"{pct(s['mean'])} (1 seed)"
     return f"{pct(s['mean'])} ± {pct(s['sd'])} [{pct(s['interval'][0])}, {pct(s['interval'][1])}]"
+
+
+def per_seed_cell(per_seed: Dict[Any, Dict[str, Any]]) -> str:
+    """Paired tests per training seed as ``s0: +1.2 (p 0.03), ...`` (differences in points)."""
+    return ", ".join(f"s{s}: {100 * v['difference']:+.1f} (p {v['p_value']:.2g})" for s, v in per_seed.items())
+
+
+def mean_cell(over: Any) -> str:
+    """A :func:`deqlib.evaluate.seed_summary` of differences as ``+1.2 [-0.3, +2.7]`` in points (``-`` if none)."""
+    if not over:
+        return "-"
+    ci = over.get("interval")
+    return f"{100 * over['mean']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")

@@ -31,15 +31,14 @@ Seeds 1 and 2 are trained into this machine's zoo cache (``zoo.load(name, seed=s
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import torch
-from _report import machine, pct
+from _report import machine, mean_cell, pct, per_seed_cell
+from _workers import claim, load_runs
 
 import deqlib
 from deqlib import data, evaluate, zoo
@@ -218,55 +217,10 @@ def markdown(results: Dict[str, Any], args) -> str:
         for n in sorted({r["n"] for r in results.values() if r["name"] == name}):
             seeds = sorted({r["seed"] for r in results.values() if r["name"] == name and r["n"] == n})
             for e, row in paired(results, name, seeds, n).items():
-                per = ", ".join(
-                    f"s{s}: {100 * v['difference']:+.1f} (p {v['p_value']:.2g})" for s, v in row["per_seed"].items()
+                lines.append(
+                    f"| {name} | {n} | {e} | {per_seed_cell(row['per_seed'])} | {mean_cell(row['over_seeds'])} |"
                 )
-                over = row["over_seeds"]
-                ci = over and over.get("interval")
-                summary = (
-                    "-"
-                    if not over
-                    else f"{100 * over['mean']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
-                )
-                lines.append(f"| {name} | {n} | {e} | {per} | {summary} |")
     return "\n".join(lines) + "\n"
-
-
-def load_runs(folder: Path) -> Dict[str, Any]:
-    """Every finished (model, seed, n) result in ``folder`` (one JSON file each)."""
-    return {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim(folder: Path, key: str) -> bool:
-    """Take ``key`` for this worker (a lock file holding its PID); False if done or held by a live worker. A lock
-    left by a worker that died (an interrupted session) is taken over."""
-    if (folder / f"{key}.json").exists():
-        return False
-    lock = folder / f"{key}.lock"
-    try:
-        with lock.open("x") as f:
-            f.write(str(os.getpid()))
-        return True
-    except FileExistsError:
-        try:
-            holder = int(lock.read_text() or "0")
-        except (OSError, ValueError):
-            holder = 0
-        fresh = time.time() - lock.stat().st_mtime < 60  # a lock being written has no PID yet
-        if (holder and _alive(holder)) or (not holder and fresh):
-            return False
-        lock.unlink(missing_ok=True)  # a stale lock: its worker is gone
-        return claim(folder, key)
 
 
 def main(argv=None) -> None:

@@ -134,6 +134,30 @@ class ImageDataset(Dataset):
         idx_t = torch.from_numpy(np.sort(idx))
         return self._with(self.images[idx_t].clone(), self.labels[idx_t].clone())
 
+    def subset_and_rest(self, n: int, seed: int = 0) -> tuple["ImageDataset", "ImageDataset"]:
+        """``(self.subset(n, seed), the samples it left)``: e.g. the test digits to attack and, disjoint from them,
+        held-out digits to choose a setting on.
+
+        Raises:
+            ValueError: if ``n`` is out of range or leaves no sample.
+
+        Example:
+            >>> from deqlib import data
+            >>> chosen, rest = data.load("digits", "test").subset_and_rest(100)
+            >>> len(chosen) + len(rest) == len(data.load("digits", "test"))
+            True
+        """
+        n = check_int(n, "n", f"ImageDataset.subset_and_rest of {self!r}", minimum=1, maximum=len(self) - 1)
+        seed = check_seed(seed, "ImageDataset.subset_and_rest")
+        idx = stratified_choice(self.labels.numpy(), n, np.random.RandomState(seed))
+        keep = np.zeros(len(self), dtype=bool)
+        keep[idx] = True
+        chosen, rest = torch.from_numpy(np.flatnonzero(keep)), torch.from_numpy(np.flatnonzero(~keep))
+        return (
+            self._with(self.images[chosen].clone(), self.labels[chosen].clone()),
+            self._with(self.images[rest].clone(), self.labels[rest].clone()),
+        )
+
     def _with(self, images: torch.Tensor, labels: torch.Tensor) -> "ImageDataset":
         return ImageDataset(
             images,

@@ -1,6 +1,6 @@
 """Defences of DEQ classifiers, by what they change: the cell, the readout, the input, or the depth.
 
-Taught in chapters 6–7 (not yet written). Import as ``from deqlib import defenses`` (not exported from ``deqlib``).
+Taught in chapters 6–7. Import as ``from deqlib import defenses`` (not exported from ``deqlib``).
 
 API map:
     * :mod:`~deqlib.defenses.lyadeq` — LyaDEQ, the Lyapunov-stable DEQ (Chu et al. 2024, our reconstruction):
@@ -20,15 +20,18 @@ API map:
       :class:`deqlib.attacks.adaptive.AdaptiveEntropyAttack`.
       The gradients it hands an attacker (BPDA by default, or a refusal) are in
       :mod:`~deqlib.defenses.entropy_gradients` (:data:`DEFENSE_GRADIENTS`); its four adaptive attacks are
-      :meth:`EntropyReductionDefense.adaptive_attacks`; one run's record is a :class:`PurificationTrace`.
+      :meth:`EntropyReductionDefense.adaptive_attacks`; one run's record is a :class:`PurificationTrace`;
+      :meth:`EntropyReductionDefense.as_released` runs it as the authors' code does (:data:`READOUTS`,
+      :data:`MEMORIES`).
     * :mod:`~deqlib.defenses.random_depth` — read out at a random solver depth (Yang et al. 2023, method 2):
-      :class:`RandomDepthClassifier`.
+      :class:`RandomDepthClassifier`; :class:`RandomAtTest` (random when attacked, as released);
+      :func:`select_eval_depth` (the early-exit depth chosen on held-out digits).
 
 The per-state predictions these build on are in :mod:`deqlib.dynamics`; the training losses in :mod:`deqlib.losses`.
 """
 
 from .entropy_gradients import DEFENSE_GRADIENTS
-from .entropy_reduction import ATTACK_EPS, EntropyReductionDefense, PurificationTrace
+from .entropy_reduction import ATTACK_EPS, MEMORIES, READOUTS, EntropyReductionDefense, PurificationTrace
 from .horizon import HORIZON_GRADS, STARTS, EulerCell, HorizonClassifier
 from .lyadeq import LyaDEQClassifier, LyapunovStableCell, lyadeq_classifier, orthogonal_head, orthogonal_linear
 from .lyadeq_checks import certificate_check, fixed_point_spread
@@ -43,7 +46,7 @@ from .lyadeq_measures import (
     without_lyapunov,
 )
 from .one_shot import OneShotLyapunovClassifier
-from .random_depth import RandomDepthClassifier
+from .random_depth import RandomAtTest, RandomDepthClassifier, select_eval_depth
 from .readouts import READOUT_GRADS, AveragedStateClassifier, EarlyStateClassifier
 
 __all__ = [
@@ -76,5 +79,9 @@ __all__ = [
     "EntropyReductionDefense",
     "PurificationTrace",
     "DEFENSE_GRADIENTS",
+    "READOUTS",
+    "MEMORIES",
     "RandomDepthClassifier",
+    "RandomAtTest",
+    "select_eval_depth",
 ]

@@ -19,6 +19,10 @@ one call of ``forward_with``):
   graph of its own gradient ∇_x H kept — see :func:`smooth_sign` for the cost).
 * ``"transfer"`` (``forward_with`` only, never the defence's setting) — the undefended model's gradient at the given
   input: a transfer attack. It is one of the four adaptive attacks, and must be asked for by name.
+* ``"skip"`` (``forward_with`` only) — the gradient the authors' released AutoAttack evaluation sees: one cell
+  evaluation at the state the defence read, with the ORIGINAL input's injection, head(f(z_read, u(x))) with z_read
+  detached; the 40 input steps and the solver are skipped. A weak gradient by construction, named so that the
+  chapter can show what it reports (E1 of chapter 7).
 * ``"none"`` — refuse: differentiating the logits raises :class:`RuntimeError` naming the adaptive attacks.
 
 API: :data:`DEFENSE_GRADIENTS`, :data:`CALL_GRADIENTS`, :func:`smooth_sign`, :func:`refuse_gradient`,
@@ -36,8 +40,9 @@ __all__ = ["DEFENSE_GRADIENTS", "CALL_GRADIENTS", "REFUSAL", "smooth_sign", "ref
 
 #: The gradients a defence can be built with (its ``forward``); "bpda" is the default.
 DEFENSE_GRADIENTS = ("bpda", "loop", "loop_smooth", "none")
-#: The gradients of one call of ``forward_with``: the defence's, plus the undefended model's ("transfer").
-CALL_GRADIENTS = ("bpda", "loop", "loop_smooth", "transfer", "none")
+#: The gradients of one call of ``forward_with``: the defence's, plus the undefended model's ("transfer") and the
+#: released evaluation's ("skip").
+CALL_GRADIENTS = ("bpda", "loop", "loop_smooth", "transfer", "skip", "none")
 
 #: What a refusing defence says when it is differentiated.
 REFUSAL = (

@@ -20,11 +20,28 @@ from .._validate import check_choice, check_deq_classifier, check_fraction, chec
 from ..dynamics import solver_iterate
 from ..losses import entropy
 from ..solvers import damped_steps
+from ..solvers.continued import ContinuedBroyden
 from ..threat import check_eps, check_step
 from ._common import straight_through
 from .entropy_gradients import CALL_GRADIENTS, DEFENSE_GRADIENTS, refuse_gradient, smooth_sign
 
-__all__ = ["ATTACK_EPS", "PAPER_EPS", "PAPER_ETA", "EntropyReductionDefense", "PurificationTrace"]
+__all__ = [
+    "ATTACK_EPS",
+    "PAPER_EPS",
+    "PAPER_ETA",
+    "EntropyReductionDefense",
+    "PurificationTrace",
+    "READOUTS",
+    "MEMORIES",
+]
+
+#: Where the defence reads its prediction: ``"final"`` head(f(z, u_T)) (ours), ``"released"`` head(z) of the last
+#: round's solver state (the authors' code: the last round's input steps reach no state that is read),
+#: ``"converged"`` head(z*) with z* the model's solve at the purified input x_T, started from z.
+READOUTS = ("final", "released", "converged")
+#: The solver between input steps: ``"restart"`` the model's own solver, restarted from the current state each
+#: round (ours); ``"carry"`` Broyden with its state and memory carried across rounds (the authors' code).
+MEMORIES = ("restart", "carry")
 
 #: L∞ attack radius per data set, used to scale the defence's ε and η (the paper's values are for CIFAR-10).
 #: MNIST 0.3 (Madry et al.), Fashion-MNIST 0.1 and CIFAR-10 / SVHN 8/255 are the literature's usual radii;
@@ -82,8 +99,10 @@ class PurificationTrace(NamedTuple):
         states: each round's state after its T_f solver steps (detached).
         round_logits: each round's last evaluation head(f(z_r, u)) after its input steps (the last is ``logits``).
         entropy: (rounds, steps + 1, N) the per-sample entropy before each input step and after the last one.
-        input_jacobian: the diagonal of d x_T / d x (the Jacobian of the purification is diagonal and exact almost
-            everywhere: 1 on a pixel that moves with the input, 0 on one the [0, 1] box holds), detached.
+        input_jacobian: the diagonal of d x_read / d x, x_read the input of the state read out (x_T, or the last
+            round's input for readout "released"); the Jacobian of the purification is diagonal and exact almost
+            everywhere: 1 on a pixel that moves with the input, 0 on one the [0, 1] box holds; detached.
+        read_input: x_read (detached).
     """
 
     logits: Tensor
@@ -92,6 +111,7 @@ class PurificationTrace(NamedTuple):
     round_logits: List[Tensor]
     entropy: Tensor
     input_jacobian: Tensor
+    read_input: Tensor
 
 
 class EntropyReductionDefense(nn.Module):
@@ -111,11 +131,15 @@ class EntropyReductionDefense(nn.Module):
     sample and the cells normalise per sample), so ∇_{x_b} H = (1/B) ∇_{x_b} H_b and the 1/B factor does not
     change the sign: each sample's defence is the same whatever batch it is in (the tests check this).
 
-    What is ours (not the paper's):
+    What is ours by default, and the authors' released choice (:meth:`as_released` takes theirs):
 
-    * The solver restarts from the current state each round (Anderson's / Broyden's history is dropped); the
-      authors' code continues Broyden with its low-rank update adjusted to the new input.
-    * The final readout uses x_T; the authors read out f(z, x) with the original input.
+    * ``memory="restart"``: the model's solver restarts from the current state each round (Anderson's / Broyden's
+      history is dropped); ``"carry"``: Broyden continues with its state and inverse-Jacobian memory across rounds
+      (:class:`~deqlib.solvers.continued.ContinuedBroyden`, each round's state its lowest-residual iterate), as released.
+    * ``readout="final"``: head(f(z, u_T)), the prediction whose entropy the last step measured; ``"released"``:
+      head(z) of the last round's solver state, whose input is the one after ``rounds - 1`` rounds of input steps
+      (the last round's steps are computed but reach nothing read); ``"converged"``: head(z*), z* the model's solve
+      at x_T started from z (its gradient the model's, e.g. implicit).
     * Default radii: the paper's ε = 8/255, η = 2/255 are for CIFAR-10 at attack radius 8/255. For another data
       set we scale both by ε_attack / (8/255), i.e. ε = ε_attack and η = ε_attack / 4, with ε_attack from
       ``attack_eps`` or the data set (:data:`ATTACK_EPS`, e.g. mnist5k 0.3 -> ε = 0.3, η = 0.075).
@@ -143,6 +167,8 @@ class EntropyReductionDefense(nn.Module):
         dataset: a data set name or :class:`~deqlib.data.ImageDataset` for the default radii.
         attack_eps: the attack radius for the default radii (instead of the data set's).
         gradient: the gradient :meth:`forward` carries, one of :data:`DEFENSE_GRADIENTS` ("bpda").
+        readout: one of :data:`READOUTS` ("final").
+        memory: one of :data:`MEMORIES` ("restart").
     """
 
     def __init__(
@@ -157,6 +183,8 @@ class EntropyReductionDefense(nn.Module):
         *,
         attack_eps: Optional[float] = None,
         gradient: str = "bpda",
+        readout: str = "final",
+        memory: str = "restart",
     ) -> None:
         super().__init__()
         self.model = check_deq_classifier(model, _WHERE)
@@ -165,6 +193,8 @@ class EntropyReductionDefense(nn.Module):
         self.rounds = check_int(rounds, "rounds", _WHERE, minimum=1)
         self.eps, self.eta = _radii(eps, eta, dataset, attack_eps)
         self.gradient = check_choice(gradient, "gradient", _WHERE, DEFENSE_GRADIENTS)
+        self.readout = check_choice(readout, "readout", _WHERE, READOUTS)
+        self.memory = check_choice(memory, "memory", _WHERE, MEMORIES)
         self.last_inputs: Optional[Tensor] = None
         self.last_entropy: Optional[Tensor] = None
         self.last_input_jacobian: Optional[Tensor] = None
@@ -172,8 +202,14 @@ class EntropyReductionDefense(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"T_f={self.T_f}, R={self.R}, rounds={self.rounds}, eta={self.eta:.4g}, eps={self.eps:.4g}, "
-            f"gradient={self.gradient!r}"
+            f"gradient={self.gradient!r}, readout={self.readout!r}, memory={self.memory!r}"
         )
+
+    @classmethod
+    def as_released(cls, model: nn.Module, **kwargs: Any) -> "EntropyReductionDefense":
+        """The defence as the authors' code runs it: Broyden memory carried across rounds, the last round's solver
+        state read out (``memory="carry", readout="released"``); other arguments as for the constructor."""
+        return cls(model, **{"memory": "carry", "readout": "released", **kwargs})
 
     def _input_steps(
         self, z: Tensor, x_t: Tensor, bounds: Tuple[Tensor, ...], jac: Tensor, graph: Optional[str], steps: int
@@ -216,7 +252,7 @@ class EntropyReductionDefense(nn.Module):
             idle: no input steps (R = 0): the readouts the defence would make if purification never moved x.
         """
         graph = check_choice(graph, "graph", _WHERE, (None, "loop", "loop_smooth"))
-        model, deq, cell = self.model, self.model.deq, self.model.deq.cell
+        model, cell = self.model, self.model.deq.cell
         steps = 0 if idle else self.R
         x = x if graph is not None else x.detach()
         inputs, states, round_logits, trace = [], [], [], []
@@ -225,10 +261,11 @@ class EntropyReductionDefense(nn.Module):
             bounds = (s_lo.clamp(min=0.0), s_hi.clamp(max=1.0), (s_lo > 0).to(x.dtype), (s_hi < 1).to(x.dtype))
             x_t, jac = x, torch.ones_like(x.detach())
             u = model.inject(x_t)
-            z = deq.initial_state(u.detach())
+            z = model.deq.initial_state(u.detach())
+            solve = self._round_solver(z)
             for _ in range(self.rounds):
                 inputs.append(x_t.detach())
-                z_end = solver_iterate(deq, u, self.T_f, z.detach())
+                read_jac, z_end = jac, solve(u, z)
                 states.append(z_end)
                 if graph is None:
                     z = z_end
@@ -238,8 +275,21 @@ class EntropyReductionDefense(nn.Module):
                 trace.append(entropies)
                 round_logits.append(logits)
                 u = model.inject(x_t)
-        inputs.append(x_t.detach())
-        return PurificationTrace(logits, inputs, states, round_logits, torch.stack(trace), jac)
+            inputs.append(x_t.detach())
+            if self.readout == "released":
+                return PurificationTrace(
+                    model.logits_from_state(z), inputs, states, round_logits, torch.stack(trace), read_jac, inputs[-2]
+                )
+            if self.readout == "converged":
+                logits = model.logits_from_state(model.deq(u, z.detach()))
+        return PurificationTrace(logits, inputs, states, round_logits, torch.stack(trace), jac, inputs[-1])
+
+    def _round_solver(self, z0: Tensor):
+        """``solve(u, z) -> z_end``: one round's T_f solver steps (``memory``: restarted or carried), no graph."""
+        if self.memory == "restart":
+            return lambda u, z: solver_iterate(self.model.deq, u, self.T_f, z.detach())
+        stepper, cell = ContinuedBroyden(z0), self.model.deq.cell
+        return lambda u, z: stepper.run(lambda state: cell(state, u.detach()), self.T_f)
 
     def _remember(self, tr: PurificationTrace) -> None:
         self.last_inputs, self.last_entropy, self.last_input_jacobian = tr.inputs[-1], tr.entropy, tr.input_jacobian
@@ -267,8 +317,13 @@ class EntropyReductionDefense(nn.Module):
             return refuse_gradient(tr.logits, x)
         if gradient == "transfer":
             return straight_through(tr.logits, self.model(x))
+        if gradient == "skip":  # the released AutoAttack's gradient: one f at the state read, the original input
+            z_read = tr.states[-1].detach()
+            return straight_through(
+                tr.logits, self.model.logits_from_state(self.model.deq.cell(z_read, self.model.inject(x)))
+            )
         # BPDA: the undefended model at x_T, reached from x through the purification's diagonal Jacobian
-        purified = tr.inputs[-1] + tr.input_jacobian * (x - x.detach())
+        purified = tr.read_input + tr.input_jacobian * (x - x.detach())
         return straight_through(tr.logits, self.model(purified))
 
     def adaptive_attacks(

@@ -1,12 +1,14 @@
 """Random intermediate states (Yang, Li, Pang, Liu, ICML 2023, "method 2"): a DEQ classifier read out at a random depth.
 
-API: :class:`RandomDepthClassifier` (and its :meth:`~RandomDepthClassifier.pinned_depth`, one depth for several calls).
+API: :class:`RandomDepthClassifier` (and its :meth:`~RandomDepthClassifier.pinned_depth`, one depth for several calls),
+:class:`RandomAtTest` (the model still random when attacked, as the authors' evaluation left it), and
+:func:`select_eval_depth` (the early-exit depth chosen on held-out digits, not on the test digits).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +17,7 @@ from .._validate import check_deq_classifier, check_fraction, check_int
 from ..dynamics import solver_iterate
 from ..solvers import damped_steps
 
-__all__ = ["RandomDepthClassifier"]
+__all__ = ["RandomDepthClassifier", "RandomAtTest", "select_eval_depth"]
 
 
 class RandomDepthClassifier(nn.Module):
@@ -133,3 +135,73 @@ class RandomDepthClassifier(nn.Module):
         z = solver_iterate(self.model.deq, u, depth)
         z = damped_steps(lambda s: cell(s, u), z, self.phantom_steps, self.phantom_tau)
         return self.model.logits_from_state(z)
+
+
+class RandomAtTest(nn.Module):
+    """A :class:`RandomDepthClassifier` that draws a new depth on every call, in ``train()`` and ``eval()`` mode.
+
+    The authors' released evaluation attacks the random-depth model while it is still random, without averaging
+    over depths (no EOT): attacking this module reproduces that (chapter 7, E1). Judge the result on the fixed-depth
+    model. Its parameters are the wrapped model's.
+    """
+
+    def __init__(self, model: RandomDepthClassifier) -> None:
+        super().__init__()
+        if not isinstance(model, RandomDepthClassifier):
+            raise TypeError(f"RandomAtTest: model must be a RandomDepthClassifier, got {type(model).__name__}")
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        with self.model.pinned_depth(self.model.draw_depth()):
+            return self.model(x)
+
+
+def select_eval_depth(
+    model: RandomDepthClassifier,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    depths: Optional[Sequence[int]] = None,
+    steps: int = 10,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """The evaluation depth with the highest PGD robust accuracy on (x, y); ties go to the higher clean accuracy,
+    then to the smaller depth. Pass held-out digits, never the test digits the model is then evaluated on.
+
+    Each depth d is judged as the fixed-depth model (``pinned_depth(d)``) under L∞ PGD with ``steps`` steps of
+    eps / 4, a random start and the phantom gradient through its damped steps (the released code's attack budget).
+
+    Args:
+        model: the random-depth classifier (its ``eval_depth`` is not changed: set it from the result).
+        x, y: held-out images in [0, 1] and labels.
+        eps: the attack radius.
+        depths: candidates (default 1, ..., max_depth).
+        steps: PGD steps.
+        seed: seed of the random starts.
+
+    Returns:
+        ``{"depth", "per_depth": {d: {"clean", "robust"}}, "eps", "steps", "n"}``.
+    """
+    from ..attacks import pgd, robust_accuracy  # attacks import defences: import here
+
+    if not isinstance(model, RandomDepthClassifier):
+        raise TypeError(f"select_eval_depth: model must be a RandomDepthClassifier, got {type(model).__name__}")
+    candidates = list(range(1, model.max_depth + 1) if depths is None else depths)
+    if not candidates:
+        raise ValueError("select_eval_depth: no candidate depths")
+    for d in candidates:
+        check_int(d, "depth", "select_eval_depth", minimum=1)
+    steps = check_int(steps, "steps", "select_eval_depth", minimum=1)
+    was_training = model.training
+    model.eval()
+    per: Dict[int, Dict[str, float]] = {}
+    try:
+        for d in candidates:
+            with model.pinned_depth(d):
+                r = robust_accuracy(model, pgd(model, eps, alpha=eps / 4, steps=steps), (x, y), seed=seed)
+            per[d] = {"clean": r["clean_accuracy"], "robust": r["accuracy"]}
+    finally:
+        model.train(was_training)
+    best = max(candidates, key=lambda d: (per[d]["robust"], per[d]["clean"], -d))
+    return {"depth": best, "per_depth": per, "eps": eps, "steps": steps, "n": int(x.shape[0])}

@@ -16,6 +16,9 @@ Taught in chapter 5 (``notebooks/05_attacking_deqs.ipynb``). Import it by name (
   :func:`masking_checks`, which runs them all (:data:`MASKING_CHECKS`);
 - :mod:`deqlib.evaluate.summaries` — :func:`broken_by_counts`, :func:`masking_rows`, :func:`paired_rows` (and chapter 6's :func:`reading_rows`, :func:`verdict_rows`): the
   counts and rows behind the tables and figures of a report;
+- :mod:`deqlib.evaluate.released` — chapter 7's evaluation of Yang et al. 2023's defences as the authors released it
+  (:func:`~deqlib.evaluate.released.released_attacks`, :func:`~deqlib.evaluate.released.attack_each`: each attack on
+  its own and their union), set beside the battery;
 - :mod:`deqlib.evaluate.masked_demo` — :class:`QuantisedInput`, a deliberately masked model (zero input gradients)
   that every masking check fails, and its BPDA twin (``straight_through=True``);
 - :func:`save_json`, :func:`to_jsonable` — write a report as JSON, atomically (from :mod:`deqlib._io`).

@@ -2,6 +2,7 @@
 
 from .anderson import anderson
 from .broyden import broyden
+from .continued import ContinuedBroyden
 from .convergence import (
     ConvergenceCounts,
     SolverConvergenceWarning,
@@ -25,6 +26,7 @@ __all__ = [
     "damped_steps",
     "anderson",
     "broyden",
+    "ContinuedBroyden",
     "SolverInfo",
     "SolverDivergenceWarning",
     "SolverConvergenceWarning",

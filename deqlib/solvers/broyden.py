@@ -11,7 +11,7 @@ from .._validate import check_int
 from .info import SolverInfo, Tracker, check_common, flat_function
 
 
-def _low_rank(us: List[Tensor], vs: List[Tensor], x: Tensor, transpose: bool = False) -> Tensor:
+def low_rank_product(us: List[Tensor], vs: List[Tensor], x: Tensor, transpose: bool = False) -> Tensor:
     """sum_i u_i (v_i . x)  (or sum_i v_i (u_i . x) when transpose), per sample; zero with no history."""
     if not us:
         return torch.zeros_like(x)
@@ -92,7 +92,7 @@ def _broyden_lists(g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track: 
         if not go_on:
             break
         # Newton-like step: z_next = z - B^{-1} g(z), with B^{-1} = -I + U V^T.
-        step = gz - _low_rank(us, vs, gz)
+        step = gz - low_rank_product(us, vs, gz)
         z_next = track.freeze(z + step)
         fz_next = g(z_next)
         gz_next = fz_next - z_next
@@ -105,14 +105,14 @@ def _broyden_lists(g: Callable[[Tensor], Tensor], z: Tensor, fz: Tensor, track: 
             us.clear()
             vs.clear()
         # Good Broyden: B^{-1} += (dz - B^{-1} dg) (dz^T B^{-1}) / (dz^T B^{-1} dg), with the estimate in force.
-        vt = -dz + _low_rank(us, vs, dz, transpose=True)  # dz^T B^{-1}
-        binv_dg = -dg + _low_rank(us, vs, dg)
+        vt = -dz + low_rank_product(us, vs, dz, transpose=True)  # dz^T B^{-1}
+        binv_dg = -dg + low_rank_product(us, vs, dg)
         u, v = _update_pair(track, dz, dg, vt, binv_dg, eps)
         us.append(u)
         vs.append(v)
         z, gz = z_next, gz_next
     if go_on:
-        z_next = z + (gz - _low_rank(us, vs, gz))
+        z_next = z + (gz - low_rank_product(us, vs, gz))
     return track.finish(z_next)
 
 

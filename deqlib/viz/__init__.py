@@ -28,6 +28,9 @@ functions that make whole figures return the figure. Inputs may be torch tensors
   :func:`plot_decrease_curves`, :func:`plot_discrete_decrease`, :func:`icnn_lyapunov_checks`,
   :func:`plot_icnn_lyapunov` and the static small multiples :func:`lyapunov_small_multiples` (the counterpart
   of :func:`deqlib.widgets.lyapunov_explorer`);
+- :mod:`~deqlib.viz.regulation` — chapter 7: :func:`entropy_with_defence`, :func:`plot_entropy_with_defence` and its
+  static small multiples :func:`entropy_defence_small_multiples` (the counterpart of
+  :func:`deqlib.widgets.entropy_explorer`), :func:`plot_evaluations`;
 - :mod:`~deqlib.viz.schematics` — pictures of a computation: :func:`deep_vs_deq`, :func:`solve_then_differentiate`;
 - :mod:`~deqlib.viz.publish` — :func:`glue`: a computed value for the book's prose (a no-op without myst-nb);
 - :mod:`~deqlib.viz.style` — the book's colour-blind-safe palette and fonts: :func:`book_style`,
@@ -70,6 +73,12 @@ from .lyapunov import (
 )
 from .publish import glue
 from .readings import plot_collapse, plot_readings_vs_controls
+from .regulation import (
+    entropy_defence_small_multiples,
+    entropy_with_defence,
+    plot_entropy_with_defence,
+    plot_evaluations,
+)
 from .robustness import plot_adversarial_examples, plot_entropy_along_iterations, plot_robust_accuracy
 from .schematics import deep_vs_deq, solve_then_differentiate
 from .solvers import (
@@ -96,6 +105,10 @@ from .toys import (
 from .trajectories import iterate, plot_trajectories_2d, project_2d, step_sizes
 
 __all__ = [
+    "entropy_with_defence",
+    "plot_entropy_with_defence",
+    "entropy_defence_small_multiples",
+    "plot_evaluations",
     "plot_collapse",
     "plot_readings_vs_controls",
     "ArrayLike",
