@@ -20,8 +20,8 @@ one call of ``forward_with``):
 * ``"transfer"`` (``forward_with`` only, never the defence's setting) — the undefended model's gradient at the given
   input: a transfer attack. It is one of the four adaptive attacks, and must be asked for by name.
 * ``"skip"`` (``forward_with`` only) — the gradient the authors' released AutoAttack evaluation sees: one cell
-  evaluation at the state the defence read, with the ORIGINAL input's injection, head(f(z_read, u(x))) with z_read
-  detached; the 40 input steps and the solver are skipped. A weak gradient by construction, named so that the
+  evaluation at the last round's solver state z_R (the state the "released" readout reads), with the ORIGINAL
+  input's injection, head(f(z_R, u(x))) with z_R detached; the 40 input steps and the solver are skipped. A weak gradient by construction, named so that the
   chapter can show what it reports (E1 of chapter 7).
 * ``"none"`` — refuse: differentiating the logits raises :class:`RuntimeError` naming the adaptive attacks.
 

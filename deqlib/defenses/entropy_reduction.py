@@ -94,10 +94,12 @@ class PurificationTrace(NamedTuple):
     """One run of :class:`EntropyReductionDefense` (see :meth:`EntropyReductionDefense.trace`).
 
     Attributes:
-        logits: (N, C) the defended logits head(f(z, u_T)); with the chosen graph when traced with one.
+        logits: (N, C) the defended logits (the readout's: head(f(z, u_T)) for "final"); with the chosen graph when
+            traced with one.
         inputs: the input of each round's solver steps, then the final x_T (rounds + 1 tensors, detached).
         states: each round's state after its T_f solver steps (detached).
-        round_logits: each round's last evaluation head(f(z_r, u)) after its input steps (the last is ``logits``).
+        round_logits: each round's last evaluation head(f(z_r, u)) after its input steps (for readout "final" the
+            last is ``logits``).
         entropy: (rounds, steps + 1, N) the per-sample entropy before each input step and after the last one.
         input_jacobian: the diagonal of d x_read / d x, x_read the input of the state read out (x_T, or the last
             round's input for readout "released"); the Jacobian of the purification is diagonal and exact almost
@@ -124,8 +126,8 @@ class EntropyReductionDefense(nn.Module):
        signed-gradient steps on the input with z fixed,
        x_{t+1} = Π_{B∞(x, ε) ∩ [0,1]}(x_t − η·sign(∇_x H(x_t))),
        H(x_t) = (1/B) Σ_b entropy(softmax(head(f(z, u_t)))_b).
-    3. Output: logits = head(f(z, u_T)) with the final state z and the final input x_T, i.e. the prediction whose
-       entropy the last step measured.
+    3. Output: by default (``readout="final"``) logits = head(f(z, u_T)) with the final state z and the final input
+       x_T, i.e. the prediction whose entropy the last step measured; see ``readout`` for the others.
 
     Per sample: H averages over the batch, but sample b's entropy depends only on x_b (the solver stops per
     sample and the cells normalise per sample), so ∇_{x_b} H = (1/B) ∇_{x_b} H_b and the 1/B factor does not
@@ -146,16 +148,17 @@ class EntropyReductionDefense(nn.Module):
 
     Gradients (:mod:`~deqlib.defenses.entropy_gradients`): the VALUES are the defence's whatever the gradient, and
     the gradient is never the undefended model's unless asked for by name. ``gradient="bpda"`` (default): the
-    undefended model's gradient at the purified point x_T, times the purification's Jacobian (0 on pixels the
-    [0, 1] box clipped); ``"loop"`` / ``"loop_smooth"``: through the whole loop (the latter also through the signed
+    undefended model's gradient at the purified point read (x_T, or the last round's input for ``"released"``),
+    times the purification's Jacobian (0 on pixels the [0, 1] box clipped); ``"loop"`` / ``"loop_smooth"``: through the whole loop (the latter also through the signed
     steps' own gradients); ``"none"``: differentiating the logits raises, naming the adaptive attacks.
-    :meth:`forward_with` picks a gradient for one call (also ``"transfer"``, the undefended model's).
+    :meth:`forward_with` picks a gradient for one call (also ``"transfer"``, the undefended model's, and ``"skip"``,
+    the released AutoAttack's: one cell evaluation at the last round's solver state with the original input).
     An attack library run on this module therefore runs BPDA; the defence's evaluation is the per-sample worst case
     over :meth:`adaptive_attacks`.
 
-    After a call: ``last_inputs`` (N, C, H, W) the purified x_T; ``last_entropy`` (rounds, R + 1, N) the
-    per-sample entropy before each input step and after the last one, in each round; ``last_input_jacobian``
-    the diagonal of d x_T / d x.
+    After a call: ``last_inputs`` (N, C, H, W) the purified input read (x_T; for ``"released"`` the last round's
+    input); ``last_entropy`` (rounds, R + 1, N) the per-sample entropy before each input step and after the last
+    one, in each round; ``last_input_jacobian`` the diagonal of d ``last_inputs`` / d x.
 
     Args:
         model: a :class:`~deqlib.cells.DEQClassifier`.
@@ -292,7 +295,7 @@ class EntropyReductionDefense(nn.Module):
         return lambda u, z: stepper.run(lambda state: cell(state, u.detach()), self.T_f)
 
     def _remember(self, tr: PurificationTrace) -> None:
-        self.last_inputs, self.last_entropy, self.last_input_jacobian = tr.inputs[-1], tr.entropy, tr.input_jacobian
+        self.last_inputs, self.last_entropy, self.last_input_jacobian = tr.read_input, tr.entropy, tr.input_jacobian
 
     def defend(self, x: Tensor) -> Tensor:
         """The defended logits, without any gradient."""
@@ -317,7 +320,7 @@ class EntropyReductionDefense(nn.Module):
             return refuse_gradient(tr.logits, x)
         if gradient == "transfer":
             return straight_through(tr.logits, self.model(x))
-        if gradient == "skip":  # the released AutoAttack's gradient: one f at the state read, the original input
+        if gradient == "skip":  # the released AutoAttack's: one f at the last round's state, the original input
             z_read = tr.states[-1].detach()
             return straight_through(
                 tr.logits, self.model.logits_from_state(self.model.deq.cell(z_read, self.model.inject(x)))

@@ -13,7 +13,9 @@ evaluation on the same digits:
 Each sub-attack runs on every clean-correct digit and is reported on its own, as released; ``worst_case`` is
 their per-sample union (which the release never formed), ``best_single`` the strongest single one. Success is
 always judged on the model the caller names (the defended logits; the fixed-depth model), not on the state
-the attack saw. AutoAttack's members use the official budgets unless ``budgets`` overrides them.
+the attack saw. AutoAttack's four standard members use the official budgets unless ``budgets`` overrides them;
+the release ran AutoAttack's "plus" version, which adds restarts, APGD-DLR and untargeted FAB (not rebuilt here, so
+this E1 is weaker than the release's by those).
 
 API: :func:`released_attacks`, :func:`attack_each`, :func:`robust_under_all`, :data:`RELEASED_BUDGETS`.
 """
