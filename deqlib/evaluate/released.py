@@ -130,9 +130,10 @@ def attack_each(
         progress: print one line per attack.
 
     Returns:
-        ``{"n", "clean_accuracy", "clean_correct", "eps": {str(eps): {"per_attack": {name: {"robust_accuracy",
-        "ci95", "robust", "seconds"}}, "worst_case": {"robust_accuracy", "ci95", "robust", "broken_by"},
-        "best_single": {"name", "robust_accuracy"}}}, "seconds"}`` (JSON-able; masks over all n samples).
+        a JSON-able dict with ``n``, ``clean_accuracy``, ``clean_correct``, ``seconds`` and ``eps``: per radius
+        (as a string) ``per_attack`` (name to ``robust_accuracy``, ``ci95``, ``robust``, ``seconds``),
+        ``worst_case`` (``robust_accuracy``, ``ci95``, ``robust``, ``broken_by``) and ``best_single`` (``name``,
+        ``robust_accuracy``); every mask covers all n samples.
     """
     where = "attack_each"
     x, y = check_samples(x, y, where, judge)

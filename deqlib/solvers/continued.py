@@ -32,7 +32,7 @@ class ContinuedBroyden:
     lowest-residual iterate per sample (the state a caller reads).
 
     Args:
-        z0: (N, *state) the starting state.
+        z0: the starting state, of shape ``(N, *state)``.
         memory: rank-one updates kept (>= 1).
 
     Example:
@@ -76,7 +76,7 @@ class ContinuedBroyden:
 
     @torch.no_grad()
     def run(self, f: Callable[[Tensor], Tensor], steps: int) -> Tensor:
-        """``steps`` Broyden steps on f from the current iterate; the call's lowest-residual iterate (N, *state).
+        """``steps`` Broyden steps on f from the current iterate; the call's lowest-residual iterate, shaped as z0.
 
         The candidates are the iterate the call starts from and each of its steps, judged by ||f(z) - z|| under
         this call's f; ``last_residual`` holds the chosen iterate's residual norm per sample.

@@ -28,9 +28,9 @@ def entropy_with_defence(defense: Any, x: Tensor, y: Tensor) -> Dict[str, Any]:
     """Run an :class:`~deqlib.defenses.EntropyReductionDefense` on ``x`` with its input steps and without them.
 
     Returns:
-        ``{"on": (rounds, R + 1, N) entropies with the defence, "off": (rounds, 1, N) the idle readouts' entropy
-        (the same solver rounds, the input never moved), "x", "x_T" (the purified input), "y", "pred_on",
-        "pred_off", "R", "rounds", "eps"}`` (tensors, detached).
+        a dict of detached tensors: ``on``, the (rounds, R + 1, N) entropies with the defence; ``off``, the
+        (rounds, 1, N) entropies of the idle readouts (the same solver rounds, the input never moved); ``x``,
+        ``x_T`` (the purified input), ``y``, ``pred_on``, ``pred_off``; and the settings ``R``, ``rounds``, ``eps``.
     """
     on, off = defense.trace(x), defense.trace(x, idle=True)
     return {
