@@ -171,6 +171,6 @@ def plot_evaluations(rows: Mapping[str, Mapping[str, Any]], *, eps: str = "0.1",
     ax.set_xticklabels(names)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel(f"robust accuracy at ε = {eps}")
-    ax.legend(fontsize=9, loc="upper right")
+    ax.legend(fontsize=9, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return ax
