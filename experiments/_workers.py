@@ -7,7 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 
 def load_runs(folder: Path) -> Dict[str, Any]:
@@ -45,3 +45,20 @@ def claim(folder: Path, key: str) -> bool:
             return False
         lock.unlink(missing_ok=True)  # a stale lock: its worker is gone
         return claim(folder, key)
+
+
+def run_claimed(folder: Path, key: str, run: Callable[[], Dict[str, Any]]) -> bool:
+    """If this worker can :func:`claim` ``key``: run it, save its result as ``folder/key.json`` (atomically) and
+    release the lock, even when the run fails. Returns whether it ran."""
+    from deqlib.evaluate import save_json
+
+    if not claim(folder, key):
+        return False
+    print(f"{time.strftime('%H:%M:%S')} {key}", flush=True)
+    try:
+        result = run()
+        save_json(result, folder / f"{key}.json")
+    finally:
+        (folder / f"{key}.lock").unlink(missing_ok=True)
+    print(f"  done in {result['seconds']} s", flush=True)
+    return True

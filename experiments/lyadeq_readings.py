@@ -38,7 +38,7 @@ from typing import Any, Dict, List
 
 import torch
 from _report import machine, mean_cell, pct, per_seed_cell
-from _workers import claim, load_runs
+from _workers import load_runs, run_claimed
 
 import deqlib
 from deqlib import data, evaluate, zoo
@@ -249,16 +249,8 @@ def main(argv=None) -> None:
     for seed in seeds:
         for name in [] if args.summary else names:
             key = f"{name}@{seed}@{n}"
-            if not claim(folder, key):
-                continue
-            print(f"{time.strftime('%H:%M:%S')} {key}", flush=True)
-            try:
-                result = evaluate_one(name, seed, n, args)
-                save_json(result, folder / f"{key}.json")
-            finally:
-                (folder / f"{key}.lock").unlink(missing_ok=True)
-            print(f"  done in {result['seconds']} s", flush=True)
-            write_summary(out, folder, args)
+            if run_claimed(folder, key, lambda: evaluate_one(name, seed, n, args)):
+                write_summary(out, folder, args)
     write_summary(out, folder, args)
 
 

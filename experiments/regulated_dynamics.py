@@ -54,7 +54,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 from _report import machine, mean_cell, pct, per_seed_cell
-from _workers import claim, load_runs
+from _workers import claim, load_runs, run_claimed
 
 import deqlib
 from deqlib import data, evaluate, zoo
@@ -428,16 +428,8 @@ def main(argv=None) -> None:
     for seed in args.seeds if args.stage == "main" and not args.summary else []:
         for name in names:
             key = f"{name}@{seed}"
-            if not claim(folder, key):
-                continue
-            print(f"{time.strftime('%H:%M:%S')} {key}", flush=True)
-            try:
-                result = evaluate_one(name, seed, args)
-                save_json(result, folder / f"{key}.json")
-            finally:
-                (folder / f"{key}.lock").unlink(missing_ok=True)
-            print(f"  done in {result['seconds']} s", flush=True)
-            write_summary(out_dir, folder, args)
+            if run_claimed(folder, key, lambda: evaluate_one(name, seed, args)):
+                write_summary(out_dir, folder, args)
     write_summary(out_dir, folder, args)
 
 
