@@ -15,6 +15,9 @@ API map:
 - :func:`evaluate_accuracy` (``accuracy.py``) — clean accuracy on a data set.
 - ``solve_stats.SolveStats`` — the solve listener behind ``solver_steps`` / ``backward_steps``;
   :func:`deqlib.diagnostics.convergence_report` is behind ``solver_nonconverged`` / ``backward_nonconverged``.
+- :mod:`deqlib.train.distributed` — data-parallel training under torchrun (DistributedDataParallel, every
+  process's share of the single-process global batches, process 0 checkpoints and logs, resume); :func:`fit`
+  uses it by itself inside a process group of several processes.
 - ``python -m deqlib.train`` (``__main__.py``) trains the book's standard classifier
   (:func:`deqlib.recipes.train_classifier`).
 
@@ -28,6 +31,7 @@ Example:
               'solver_steps', 'train_acc', 'train_loss'])
 """
 
+from . import distributed  # noqa: F401  (deqlib.train.distributed, documented on its own)
 from .accuracy import evaluate_accuracy
 from .history import History
 from .loop import fit

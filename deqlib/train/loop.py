@@ -8,6 +8,9 @@ Checkpoints: the path is checked (and its folder created) before the first epoch
 checkpoint as ``<checkpoint>.bak`` (:func:`~deqlib.checkpoint.backup_path`); on resume, a checkpoint damaged from
 outside is replaced by its backup with a :class:`~deqlib.checkpoint.CheckpointWarning` (the epoch it lacks is trained
 again, to the same weights); the temporary files that a kill during a save left behind are removed.
+
+Several processes: inside a torchrun process group, fit trains data-parallel on the same global batches
+(:mod:`deqlib.train.distributed`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
@@ -31,6 +34,7 @@ from .._validate import check_labels_in_range, check_logits
 from ..checkpoint import FIT_FORMAT, backup_path, load_checkpoint, save_checkpoint
 from ..diagnostics import convergence_report
 from ..solvers import ConvergenceCounts, quiet_convergence, warn_counts
+from . import distributed
 from .accuracy import evaluate_accuracy
 from .batches import as_dataset, check_data_labels, make_loader, num_classes_of, split_batch
 from .history import History
@@ -61,6 +65,9 @@ def fit(
         **options: the fields of :class:`~deqlib.train.FitSettings` (``epochs`` is required, here or in
             ``settings``): ``epochs, loss_fn, optimizer, lr, weight_decay, batch_size, scheduler, grad_clip,
             checkpoint, resume, seed, device, progress, log``; with ``settings``, they override its fields.
+            Inside a process group of several processes (torchrun), ``batch_size`` is the global batch and
+            ``loss_fn`` must return the mean over its batch (all of deqlib's losses do); see
+            :mod:`deqlib.train.distributed`.
 
     Returns:
         The :class:`~deqlib.train.History` of all epochs (those restored from the checkpoint included); its
@@ -102,15 +109,19 @@ def fit(
 def _train_epochs(model: nn.Module, run: "_Run", s: FitSettings, history: History, start: int) -> None:
     """Epochs ``start`` .. ``s.epochs - 1``: train, record, checkpoint, log; one convergence warning per epoch."""
     stats = SolveStats()
+    main = run.group is None or run.group.is_main
     with stats.listening(model), convergence_report(model) as conv:
         for epoch in range(start, s.epochs):
             with quiet_convergence():  # one warning per epoch (below), not one per solve
                 record, counts = _run_epoch(model, run, s, epoch, stats, conv.counts)
+            if run.group is not None:
+                distributed.check_in_sync(model, f"epoch {epoch + 1}")
             history.append(record)
             _save(model, run, s, history, epoch + 1)
-            if s.log is not None:
+            if s.log is not None and main:
                 s.log(dict(record))
-            warn_counts(f"fit: epoch {epoch + 1}/{s.epochs}", counts, note=_NOT_CONVERGED_NOTE, stacklevel=3)
+            if main:  # the counts are summed over the processes
+                warn_counts(f"fit: epoch {epoch + 1}/{s.epochs}", counts, note=_NOT_CONVERGED_NOTE, stacklevel=3)
 
 
 _NOT_CONVERGED_NOTE = (
@@ -132,6 +143,8 @@ class _Run:
     record: Dict[str, Any]  # the settings stored in (and compared with) the checkpoint
     num_classes: Optional[int] = None  # the training data's, when known (labels are checked against it)
     resumed: bool = False  # restored from a checkpoint (its saves then keep a backup from the first one)
+    group: Optional[distributed.Group] = None  # the process group of a data-parallel run
+    train_model: Optional[nn.Module] = None  # what the loss calls: the model, or its DistributedDataParallel
 
 
 def _prepare(model: nn.Module, train_data: Any, val_data: Any, s: FitSettings) -> _Run:
@@ -144,6 +157,12 @@ def _prepare(model: nn.Module, train_data: Any, val_data: Any, s: FitSettings) -
     if val_data is not None:
         val_data = as_dataset(val_data, "fit: val_data")
     own_loader = not isinstance(train_data, DataLoader)
+    group = distributed.current()
+    if group is not None and not own_loader:
+        raise ValueError(
+            f"fit: in a process group of {group.world_size} processes, train_data must be a Dataset (or (X, y)), "
+            "not a DataLoader: fit gives each process its share of every global batch"
+        )
     try:
         n_batches = math.ceil(len(train_data) / s.batch_size) if own_loader else len(train_data)
         n_train = len(train_data) if own_loader else len(train_data.dataset)
@@ -157,8 +176,9 @@ def _prepare(model: nn.Module, train_data: Any, val_data: Any, s: FitSettings) -
         check_data_labels(val_data, "fit", "val_data", num_classes_of(val_data) or num_classes)
     if s.checkpoint is not None:  # before the first epoch, not at its end
         check_writable(s.checkpoint, "fit", "checkpoint")
-        remove_stale_temps(s.checkpoint)
-        remove_stale_temps(backup_path(s.checkpoint))
+        if group is None or group.is_main:
+            remove_stale_temps(s.checkpoint)
+            remove_stale_temps(backup_path(s.checkpoint))
     try:
         device = config.select_device(s.device)
     except ValueError as e:
@@ -168,7 +188,9 @@ def _prepare(model: nn.Module, train_data: Any, val_data: Any, s: FitSettings) -
     optimizer = _make_optimizer(s, model.parameters())
     scheduler = _make_scheduler(s, optimizer, s.epochs * n_batches)
     record = s.checkpoint_record(n_train=n_train, own_loader=own_loader)
-    return _Run(train_data, val_data, n_batches, device, optimizer, scheduler, record, num_classes)
+    run = _Run(train_data, val_data, n_batches, device, optimizer, scheduler, record, num_classes, group=group)
+    run.train_model = model if group is None else distributed.wrap(model, device)
+    return run
 
 
 def _make_optimizer(s: FitSettings, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -222,8 +244,14 @@ def _restore(model: nn.Module, run: _Run, s: FitSettings) -> Tuple[History, int]
 
 
 def _save(model: nn.Module, run: _Run, s: FitSettings, history: History, epochs_done: int) -> None:
-    """Write the checkpoint of the end of an epoch, atomically (nothing when there is no checkpoint path)."""
+    """Write the checkpoint of the end of an epoch, atomically (nothing when there is no checkpoint path); in a
+    process group, process 0 writes it and the others wait."""
     if s.checkpoint is None:
+        return
+    if run.group is not None:
+        if run.group.is_main:
+            _save(model, replace(run, group=None), s, history, epochs_done)
+        distributed.barrier()
         return
     keep = run.resumed or epochs_done > 1  # a fresh run's first save keeps no backup of another run's file
     if not keep and os.path.isfile(backup_path(s.checkpoint)):
@@ -279,19 +307,22 @@ def _run_epoch(
     t0 = time.perf_counter()
     eseed = _epoch_seed(s.seed, epoch)
     config.seed_everything(eseed)
-    loader = make_loader(run.train_data, s.batch_size, shuffle=True, generator=torch.Generator().manual_seed(eseed))
+    loader = _epoch_loader(run, s, eseed)
     model.train()
     stats.reset()
     conv.reset()
     meter = _Meter(float(run.optimizer.param_groups[0]["lr"]))
-    bar = tqdm(loader, total=run.n_batches, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not s.progress, leave=True)
+    show = s.progress and (run.group is None or run.group.is_main)
+    bar = tqdm(loader, total=run.n_batches, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not show, leave=True)
     try:
         for b, batch in enumerate(bar):
             _train_step(model, run, s, batch, meter, (epoch, b))
-            if s.progress:
+            if show:
                 bar.set_postfix(meter.postfix(stats), refresh=False)
     finally:
         bar.close()
+    if run.group is not None:
+        distributed.sum_epoch(meter, stats, conv)
     record: Dict[str, Any] = {
         "epoch": epoch + 1,
         "train_loss": meter.loss_sum / max(meter.seen, 1),
@@ -300,7 +331,7 @@ def _run_epoch(
     solver_steps, backward_steps = stats.mean("forward"), stats.mean("backward")  # before the validation solves
     train_conv = copy.copy(conv)  # the training solves' counts (a copy: the validation solves add to conv)
     if run.val_data is not None:
-        record["val_acc"] = evaluate_accuracy(model, run.val_data, batch_size=max(s.batch_size, 256), device=run.device)
+        record["val_acc"] = _val_accuracy(model, run, max(s.batch_size, 256))
         model.train()
     record.update(solver_steps=solver_steps, backward_steps=backward_steps, lr=meter.lr)
     nonconverged = train_conv.fractions()
@@ -309,11 +340,31 @@ def _run_epoch(
     return record, train_conv
 
 
+def _epoch_loader(run: _Run, s: FitSettings, eseed: int) -> Any:
+    """The epoch's batches; in a process group, the global batches of sample indices (each process takes its
+    share in :func:`_train_step`)."""
+    shuffle = torch.Generator().manual_seed(eseed)
+    data = run.train_data if run.group is None else distributed.SampleIndices(len(run.train_data))
+    return make_loader(data, s.batch_size, shuffle=True, generator=shuffle)
+
+
+def _val_accuracy(model: nn.Module, run: _Run, batch_size: int) -> float:
+    if run.group is None:
+        return evaluate_accuracy(model, run.val_data, batch_size=batch_size, device=run.device)
+    return distributed.sharded_accuracy(model, run.val_data, run.group, batch_size=batch_size, device=run.device)
+
+
 def _train_step(model: nn.Module, run: _Run, s: FitSettings, batch: Any, meter: _Meter, at: Tuple[int, int]) -> None:
-    """One optimisation step on one batch; ``at`` = (0-based epoch, 0-based batch), for the error message."""
+    """One optimisation step on one batch; ``at`` = (0-based epoch, 0-based batch), for the error message. In a
+    process group, ``batch`` holds the global batch's indices: this process trains on its shard, its loss weighted
+    by its share (0 for a stand-in sample)."""
+    weight = 1.0
+    if run.group is not None:
+        shard = distributed.shard_of(batch.tolist(), run.group)
+        batch, weight = distributed.fetch(run.train_data, shard), shard.weight
     x, y = split_batch(batch, run.device, "fit", run.num_classes)
     try:
-        out = s.loss(model, x, y)
+        out = s.loss(run.train_model, x, y)
     except IndexError as e:  # cross-entropy's "Target 12 is out of bounds": more labels than logits
         if not re.search(r"Target -?\d+ is out of bounds", str(e)):
             raise
@@ -335,14 +386,15 @@ def _train_step(model: nn.Module, run: _Run, s: FitSettings, batch: Any, meter: 
             + ". Try a smaller lr, grad_clip or a more stable model."
         )
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight if weight != 1.0 else loss).backward()
     if s.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
     meter.lr = float(run.optimizer.param_groups[0]["lr"])
     run.optimizer.step()
     if run.scheduler is not None:
         run.scheduler.step()
-    meter.add(value, y, logits)
+    if weight > 0:
+        meter.add(value, y, logits)
 
 
 def _unpack_loss(out: Any, n: int) -> Tuple[Tensor, Optional[Tensor]]:

@@ -136,7 +136,8 @@ def train(
     in the cache, or in the committed folder (the recipe's own seed only).
 
     A checkpoint is written beside the weights after every epoch; a second call after an interruption resumes
-    from it. Returns the trained model in eval mode.
+    from it. Returns the trained model in eval mode. Inside a torchrun process group the processes train
+    data-parallel (:mod:`deqlib.train.distributed`) and process 0 alone writes the weights and the record.
     """
     recipe = _recipe(name, seed)
     if committed and recipe.name != name:
@@ -151,6 +152,12 @@ def train(
     start = time.perf_counter()
     history = _fit(model, recipe, options, checkpoint, progress, device)
     seconds = time.perf_counter() - start
+    from ..train import distributed
+
+    group = distributed.current()
+    if group is not None and not group.is_main:
+        distributed.barrier()  # process 0 writes the weights and the record
+        return model.eval()
     save_model(str(path), model)
     write_record(
         path,
@@ -169,6 +176,8 @@ def train(
     )
     for leftover in (checkpoint, Path(str(checkpoint) + ".bak")):
         leftover.unlink(missing_ok=True)
+    if group is not None:
+        distributed.barrier()
     return model.eval()
 
 

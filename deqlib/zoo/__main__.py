@@ -4,6 +4,8 @@
   damaged), the committed file's size and its training time;
 - ``train NAME [NAME ...]`` or ``train --all`` (every fast recipe whose committed weights are not ok): train and write
   the weights and their record into the committed folder (``deqlib/zoo/weights/``; ``--cache``: this machine's cache);
+  under ``torchrun --nproc_per_node=N -m deqlib.zoo train ...`` the N processes train data-parallel (on the GPUs
+  with NCCL, else on the CPU with gloo) and process 0 writes the files;
 - ``verify``: check every committed weights file against its record and the current recipe; exit 1 if one is stale or
   damaged (and, with ``--require-all``, if a fast recipe has no committed weights).
 """
@@ -15,6 +17,7 @@ import shlex
 import sys
 from typing import List, Optional
 
+from ..train import distributed
 from . import get, names, status, train
 from .store import committed_dir, read_record
 
@@ -71,11 +74,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown or not todo:
         parser.error(f"unknown recipe(s) {unknown}" if unknown else "name a recipe, or --all")
     command = "python -m deqlib.zoo " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    group = distributed.init_from_env()  # a torchrun launch: train data-parallel
+    if group is not None:
+        command = f"torchrun --nproc_per_node={group.world_size} -m deqlib.zoo " + command.split(" ", 3)[-1]
+    main_process = group is None or group.is_main
     for name in todo:
-        print(f"training {name}", flush=True)
+        if main_process:
+            print(f"training {name}", flush=True)
         committed = not args.cache and args.seed in (None, get(name).seed)
         train(name, seed=args.seed, committed=committed, progress=not args.no_progress, command=command)
-    return _list()
+    return _list() if main_process else 0
 
 
 if __name__ == "__main__":
