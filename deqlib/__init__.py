@@ -27,6 +27,7 @@ Imported by name (they need optional packages, or their chapter is not written y
   ``experiments/`` (from a checkout, or downloaded from the book's repository on Colab).
 - :mod:`deqlib.lyapunov`, :mod:`deqlib.defenses` — Lyapunov functions; LyaDEQ, early / averaged readouts,
   input entropy reduction, random intermediate states.
+- :mod:`deqlib.baselines` — the explicit, weight-untied network of a DEQ's parameter count (chapter 8).
 
 Example:
     >>> import torch, deqlib

@@ -109,9 +109,11 @@ def build(name: str, seed: int):
     return base, kind
 
 
-def evaluate_one(name: str, seed: int, args) -> Dict[str, Any]:
+def evaluate_one(name: str, seed: int, args, built=None) -> Dict[str, Any]:
+    """E1, E2 and E3 of model ``name`` at training seed ``seed``; ``built``: ``(model, kind)`` instead of
+    :func:`build`'s (chapter 8 evaluates its combinations this way)."""
     start = time.perf_counter()
-    model, kind = build(name, seed)
+    model, kind = built or build(name, seed)
     test, rest, er_pos = digits(args.n, args.n_er)
     x, y = test.images, test.labels
     positions = er_pos if kind == "entropy" else torch.arange(len(y))
@@ -398,6 +400,19 @@ def write_summary(out_dir: Path, folder: Path, args) -> None:
     (out_dir / "regulated_dynamics.md").write_text(markdown(runs, ablation))
 
 
+def main_arguments(quick: bool = False, progress: bool = False) -> argparse.Namespace:
+    """The budgets of :func:`evaluate_one`: digits (all, of the entropy defence, held out), battery presets, the
+    released attacks' budgets; ``quick``: tiny ones for a smoke test."""
+    args = argparse.Namespace(n=500, n_er=200, n_val=500, preset="full", budgets=None, released={}, budgets_er=None)
+    args.progress = progress
+    if quick:
+        args.n, args.n_er, args.n_val, args.preset = 16, 8, 16, "reduced"
+        tiny = {"apgd_steps": 2, "fab_steps": 2, "pgd_steps": 2}
+        args.released = {"square_queries": 10, "n_target_classes": 1, **tiny}
+        args.budgets = args.budgets_er = {"square_queries": 10, **tiny}
+    return args
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stage", choices=("ablation", "main"), default="main")
@@ -409,14 +424,8 @@ def main(argv=None) -> None:
     p.add_argument("--out-dir", type=Path, default=None, help="results folder (default results/, or results_quick/)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    args.n, args.n_er, args.n_val, args.preset, args.budgets = 500, 200, 500, "full", None
-    args.released, args.budgets_er = {}, None
+    vars(args).update(vars(main_arguments(args.quick, args.progress)))
     out_dir = args.out_dir or HERE / ("results_quick" if args.quick else "results")
-    if args.quick:
-        args.n, args.n_er, args.n_val, args.preset = 16, 8, 16, "reduced"
-        tiny = {"apgd_steps": 2, "fab_steps": 2, "pgd_steps": 2}
-        args.released = {"square_queries": 10, "n_target_classes": 1, **tiny}
-        args.budgets = args.budgets_er = {"square_queries": 10, **tiny}
     folder = out_dir / "regulated_dynamics"
     folder.mkdir(parents=True, exist_ok=True)
     if args.stage == "ablation" and not args.summary and claim(folder, "ablation"):

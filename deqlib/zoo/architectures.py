@@ -60,10 +60,12 @@ def _horizon(train_set: Any, recipe: ZooRecipe, arch: Dict[str, Any]) -> nn.Modu
 
 
 def _one_shot(train_set: Any, recipe: ZooRecipe, arch: Dict[str, Any]) -> nn.Module:
-    from ..defenses import OneShotLyapunovClassifier
+    from ..defenses import OneShotLyapunovClassifier, RandomDepthClassifier
     from . import load
 
     base = load(recipe.architecture["base"], seed=base_recipe(recipe).seed)
+    if isinstance(base, RandomDepthClassifier):  # trained with random intermediate states: its DEQ classifier
+        base = base.model
     return OneShotLyapunovClassifier(
         base, alpha=arch["alpha"], exact=arch["exact"], correct=arch["correct"], lyapunov_hidden=arch["lyapunov_hidden"]
     )
@@ -75,11 +77,18 @@ def _regularised(train_set: Any, recipe: ZooRecipe, arch: Dict[str, Any]) -> nn.
     return LyapunovRegularisedDEQ(_nominal(train_set, recipe), lyapunov_hidden=tuple(arch["lyapunov_hidden"]))
 
 
+def _explicit(train_set: Any, recipe: ZooRecipe, arch: Dict[str, Any]) -> nn.Module:
+    from ..baselines import explicit_classifier_for
+
+    return explicit_classifier_for(train_set, depth=arch["depth"], width=arch["width"])
+
+
 _BUILDERS: Dict[str, Callable[[Any, ZooRecipe, Dict[str, Any]], nn.Module]] = {
     "lyadeq": _lyadeq,
     "horizon": _horizon,
     "one_shot": _one_shot,
     "lyapunov_regularised": _regularised,
+    "explicit": _explicit,
 }
 
 
