@@ -1,17 +1,18 @@
 """The explicit baseline: a deep, weight-untied network of about a DEQ's parameter count (chapter 8).
 
-Both papers claim their DEQs beat explicit networks of similar size. :class:`ExplicitClassifier` is the DEQ
-classifier of :func:`deqlib.cells.mlp_classifier` unrolled: the same normalisation, injection u, cell form
-``z_k = tanh(W_k z_(k-1) + u)`` and head, but ``depth`` layers each with its own ``W_k``, run once each from
-``z_0 = tanh(u)`` (the DEQ's first step from z = 0, which no weight matrix could act on: starting the layers at 0
-would leave the first ``W`` without any effect or gradient); no solver, no fixed point. :func:`matched_width` picks the width at which it has about as
-many parameters as the DEQ, so the comparison is between an implicit and an explicit network of the same size.
+Both papers claim their DEQs beat explicit networks of similar size. :class:`ExplicitClassifier` is a DEQ
+classifier of :mod:`deqlib.cells` unrolled: the same normalisation, injection u, cell form (for the MLP cell
+``z_k = tanh(W_k z_(k-1) + u)``) and head, but ``depth`` layers each with its own weights, run once each from
+``z_0 = f(0, u)``, the DEQ's first step from z = 0 (starting the layers at 0 would leave the first layer's weights
+without any effect or gradient); no solver, no fixed point. :func:`matched_size` picks the width (MLP) or the
+channels (conv) at which it has about as many parameters as the DEQ, so the comparison is between an implicit and an
+explicit network of the same size.
 
 Example:
     >>> from deqlib import cells, data
     >>> ds = data.load("digits", "train")
-    >>> width = matched_width(ds, deq_width=64, depth=4)
-    >>> model = explicit_classifier_for(ds, depth=4, width=width)
+    >>> width = matched_size(ds, "mlp", deq_size=64, depth=4)
+    >>> model = explicit_classifier_for(ds, "mlp", depth=4, width=width)
     >>> deq = cells.classifier_for(ds, "mlp", width=64)
     >>> abs(n_parameters(model) - n_parameters(deq)) / n_parameters(deq) < 0.02
     True
@@ -19,15 +20,24 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, Sequence
+from typing import Any, Dict, Sequence
 
 from torch import Tensor, nn
 
 from . import cells
-from ._validate import check_dataset_like, check_image_shape, check_images, check_int, check_matches, check_tensor
+from ._validate import (
+    check_choice,
+    check_dataset_like,
+    check_image_shape,
+    check_images,
+    check_int,
+    check_matches,
+    check_tensor,
+)
 
-__all__ = ["ExplicitClassifier", "explicit_classifier_for", "matched_width", "n_parameters"]
+__all__ = ["ExplicitClassifier", "explicit_classifier_for", "matched_size", "n_parameters"]
 
 
 class ExplicitClassifier(nn.Module):
@@ -91,25 +101,45 @@ class ExplicitClassifier(nn.Module):
         return self.head(self.states(x)[-1])
 
 
-def explicit_classifier_for(
-    dataset: Any, *, depth: int, width: int, activation: str = "tanh", weight_scale: float = 0.5
-) -> ExplicitClassifier:
-    """An :class:`ExplicitClassifier` of ``depth`` untied :class:`~deqlib.cells.MLPCell` layers of ``width``,
-    matched to a data set (shape, classes, normalisation); each layer initialised as the DEQ's cell is."""
+def explicit_classifier_for(dataset: Any, kind: str = "mlp", *, depth: int, **options: Any) -> ExplicitClassifier:
+    """An :class:`ExplicitClassifier` matched to a data set: the DEQ classifier of ``kind`` that
+    :func:`deqlib.cells.classifier_for` builds with ``options`` (``width`` for "mlp", ``channels`` for "conv", and
+    their cell options), its injection, cell and head kept, and ``depth - 1`` more cells of the same form.
+
+    The first state is the DEQ's first step from z = 0: ``tanh(u)`` for the MLP cell, ``GroupNorm(relu(u))`` for the
+    conv cell (with its own normalisation parameters).
+
+    Raises:
+        ValueError: ``depth`` < 1, an unknown ``kind``, or the DEQ builder's own errors (``options``).
+    """
     check_dataset_like(dataset, "explicit_classifier_for")
     depth = check_int(depth, "depth", "explicit_classifier_for", minimum=1)
-    width = check_int(width, "width", "explicit_classifier_for", minimum=1)
-    d_in = int(math.prod(dataset.image_shape))
-    layers = [cells.MLPCell(width, activation=activation, weight_scale=weight_scale) for _ in range(depth)]
+    kind = check_choice(kind, "kind", "explicit_classifier_for", ("mlp", "conv"))
+    deq = cells.classifier_for(dataset, kind, **options)
+    cell = deq.deq.cell
+    if kind == "mlp":
+        start: nn.Module = copy.deepcopy(cell.act)
+        more = [cells.MLPCell(cell.width, **_mlp_cell_options(options)) for _ in range(depth - 1)]
+    else:
+        start = nn.Sequential(nn.ReLU(), copy.deepcopy(cell.norm))
+        more = [cells.ConvCell(cell.channels, **_conv_cell_options(options)) for _ in range(depth - 1)]
     return ExplicitClassifier(
-        nn.Sequential(nn.Flatten(), nn.Linear(d_in, width)),
-        cells.ACTIVATIONS[activation](),
-        layers,
-        nn.Linear(width, int(dataset.num_classes)),
+        deq.injection,
+        start,
+        [cell] + more,
+        deq.head,
         image_shape=dataset.image_shape,
         mean=dataset.mean,
         std=dataset.std,
     )
+
+
+def _mlp_cell_options(options: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: options[k] for k in ("activation", "norm", "spectral_norm", "weight_scale") if k in options}
+
+
+def _conv_cell_options(options: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: options[k] for k in ("groups", "weight_scale") if k in options}
 
 
 def n_parameters(model: nn.Module) -> int:
@@ -117,15 +147,23 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _explicit_count(d_in: int, classes: int, depth: int, width: int) -> int:
-    return d_in * width + width + depth * width * width + width * classes + classes
-
-
-def matched_width(dataset: Any, *, deq_width: int, depth: int) -> int:
-    """The width at which a ``depth``-layer :func:`explicit_classifier_for` network has the parameter count
-    nearest to the MLP DEQ classifier of ``deq_width`` on ``dataset`` (one cell matrix, injection, head)."""
-    check_dataset_like(dataset, "matched_width")
-    depth = check_int(depth, "depth", "matched_width", minimum=1)
-    d_in, classes = int(math.prod(dataset.image_shape)), int(dataset.num_classes)
-    target = _explicit_count(d_in, classes, 1, check_int(deq_width, "deq_width", "matched_width", minimum=1))
-    return min(range(1, 4 * deq_width + 1), key=lambda w: abs(_explicit_count(d_in, classes, depth, w) - target))
+def matched_size(dataset: Any, kind: str, *, deq_size: int, depth: int, **options: Any) -> int:
+    """The width ("mlp") or channel count ("conv", a multiple of the GroupNorm groups) at which a ``depth``-layer
+    :func:`explicit_classifier_for` network has the parameter count nearest to the DEQ classifier of ``deq_size``
+    (built with the same ``options``)."""
+    check_dataset_like(dataset, "matched_size")
+    kind = check_choice(kind, "kind", "matched_size", ("mlp", "conv"))
+    deq_size = check_int(deq_size, "deq_size", "matched_size", minimum=1)
+    key = "width" if kind == "mlp" else "channels"
+    target = n_parameters(cells.classifier_for(dataset, kind, **{key: deq_size}, **options))
+    step = 1 if kind == "mlp" else int(options.get("groups", 8))
+    sizes = range(step, 2 * deq_size + step, step)
+    if kind == "mlp":  # a closed form: injection, depth cell matrices, head (the tests check it against real models)
+        d_in, c = int(math.prod(dataset.image_shape)), int(dataset.num_classes)
+        count = {w: d_in * w + w + depth * w * w + w * c + c for w in sizes}
+    else:
+        count = {
+            ch: n_parameters(explicit_classifier_for(dataset, kind, depth=depth, channels=ch, **options))
+            for ch in sizes
+        }
+    return min(sizes, key=lambda size: abs(count[size] - target))

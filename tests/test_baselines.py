@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from deqlib import cells, data, zoo
-from deqlib.baselines import ExplicitClassifier, explicit_classifier_for, matched_width, n_parameters
+from deqlib.baselines import ExplicitClassifier, explicit_classifier_for, matched_size, n_parameters
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +35,44 @@ def test_every_layer_has_its_own_weights_and_gets_a_gradient(digits):
 
 def test_matched_width_is_the_nearest_parameter_count(digits):
     deq = n_parameters(cells.classifier_for(digits, "mlp", width=40))
-    width = matched_width(digits, deq_width=40, depth=3)
+    width = matched_size(digits, "mlp", deq_size=40, depth=3)
 
     def gap(w):
         return abs(n_parameters(explicit_classifier_for(digits, depth=3, width=w)) - deq)
 
     assert all(gap(width) <= gap(w) for w in range(1, 120))
-    assert matched_width(digits, deq_width=40, depth=1) == 40  # one untied layer is the DEQ's parameter set
+    assert matched_size(digits, "mlp", deq_size=40, depth=1) == 40  # one untied layer is the DEQ's parameter set
+
+
+def test_the_conv_baseline_unrolls_the_conv_cell_at_a_matched_size(digits):
+    deq = cells.classifier_for(digits, "conv", channels=16, downsample=1)
+    channels = matched_size(digits, "conv", deq_size=16, depth=2, downsample=1)
+    torch.manual_seed(0)
+    model = explicit_classifier_for(digits, "conv", depth=2, channels=channels, downsample=1)
+    assert channels % 8 == 0 and all(isinstance(layer, cells.ConvCell) for layer in model.layers)
+    x = digits.images[:3]
+    u = model.injection(model.normalize(x))
+    z = model.layers[0].norm(torch.relu(u))  # f(0, u): the first step from zero, its own GroupNorm
+    torch.testing.assert_close(model.states(x)[0], model.layers[0](z, u))
+    assert model(x).shape == (3, 10)
+    gaps = [
+        abs(
+            n_parameters(explicit_classifier_for(digits, "conv", depth=2, channels=c, downsample=1)) - n_parameters(deq)
+        )
+        for c in (8, 16, 24, 32)
+    ]
+    assert gaps[channels // 8 - 1] == min(gaps)
 
 
 def test_the_zoo_baseline_matches_the_zoo_deq_in_size():
     mnist = data.load("mnist5k", "train")
     recipe = zoo.get("mnist5k-mlp-explicit-pgdat")
-    arch = recipe.architecture
-    assert arch["width"] == matched_width(
-        mnist, deq_width=zoo.get("mnist5k-mlp-pgdat").model["width"], depth=arch["depth"]
-    )
+    deq_width, depth = zoo.get("mnist5k-mlp-pgdat").model["width"], recipe.architecture["depth"]
+    assert recipe.model["width"] == matched_size(mnist, "mlp", deq_size=deq_width, depth=depth)
+    conv = zoo.get("cifar10-conv-explicit-pgdat")
+    cifar_like = type("D", (), {"image_shape": (3, 32, 32), "num_classes": 10, "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    deq_channels = zoo.get("cifar10-conv-pgdat").model["channels"]
+    assert conv.model["channels"] == matched_size(cifar_like, "conv", deq_size=deq_channels, depth=depth)
     explicit, deq = zoo.load("mnist5k-mlp-explicit-pgdat"), zoo.load("mnist5k-mlp-pgdat")
     assert isinstance(explicit, ExplicitClassifier)
     assert abs(n_parameters(explicit) - n_parameters(deq)) / n_parameters(deq) < 0.01

@@ -80,7 +80,7 @@ def _regularised(train_set: Any, recipe: ZooRecipe, arch: Dict[str, Any]) -> nn.
 def _explicit(train_set: Any, recipe: ZooRecipe, arch: Dict[str, Any]) -> nn.Module:
     from ..baselines import explicit_classifier_for
 
-    return explicit_classifier_for(train_set, depth=arch["depth"], width=arch["width"])
+    return explicit_classifier_for(train_set, recipe.kind, depth=arch["depth"], **dict(recipe.model))
 
 
 _BUILDERS: Dict[str, Callable[[Any, ZooRecipe, Dict[str, Any]], nn.Module]] = {
