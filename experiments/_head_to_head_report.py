@@ -95,28 +95,36 @@ def _range(over: Optional[Mapping[str, Any]]) -> str:
     return "—" if not over else seed_cell(over)
 
 
-def markdown(summary: Mapping[str, Any], rows: Mapping[str, Any], command: str) -> str:
+def _radius(e: float) -> str:
+    k = e * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and e < 0.1 else f"{e:g}"
+
+
+def markdown(summary: Mapping[str, Any], rows: Mapping[str, Any], command: str, eps: Sequence[float]) -> str:
     """The results file: the table (over seeds, with the seeds landed), then C6 and the DEQ-vs-explicit context."""
-    m = summary["machine"]
+    m, last = summary["machine"], str(max(eps))
     lines = [
-        "# Head to head on mnist5k: every defence under the strongest attacks",
+        "# Head to head: every defence under the strongest attacks",
         "",
         f"Made by `{command}` ({m['date']}, {m['cpu']}, torch {m['torch']}). Robust accuracy in %, L-infinity: the "
         "per-sample worst case over the battery and the attacks adapted to each defence (see the script's docstring "
         "for each row's source and attacks). Over seeds: mean ± sd [95 % t interval]; n digits per seed.",
         "",
-        "| row | family | seeds | n | clean | eps 0.1 | eps 0.2 | broke most (eps 0.2, seed 0) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | family | seeds | n | clean | "
+        + " | ".join(f"eps {_radius(e)}" for e in eps)
+        + f" | broke most (eps {_radius(max(eps))}, first seed) |",
+        "|---|---|---|---|---|" + "---|" * len(eps) + "---|",
     ]
     for name, row in rows.items():
         t = summary["table"][name]
         seeds = ",".join(map(str, t["seeds"])) or "none yet"
         n = sorted({p["n"] for p in t["seeds"].values()})
         first = next(iter(t["seeds"].values()), None)
-        decider = (first or {}).get("eps", {}).get("0.2", {}).get("decided_by") or "—"
+        decider = (first or {}).get("eps", {}).get(last, {}).get("decided_by") or "—"
+        cells = " | ".join(_range(t["eps"].get(str(e))) for e in eps)
         lines.append(
             f"| {row.label} | {row.family} | {seeds} | {'/'.join(map(str, n)) or '—'} | {_range(t['clean'])} | "
-            f"{_range(t['eps'].get('0.1'))} | {_range(t['eps'].get('0.2'))} | {decider} |"
+            f"{cells} | {decider} |"
         )
     for title, key in (
         ("Claim C6 (defence minus control, points)", "c6"),
@@ -128,7 +136,7 @@ def markdown(summary: Mapping[str, Any], rows: Mapping[str, Any], command: str) 
             for e, r in c["eps"].items():
                 per = per_seed_cell(r["per_seed"]) or "-"
                 lines.append(
-                    f"| {c['defence']} | {c['control']} | {e} | {per} | {mean_cell(r['over_seeds'])} | {r['verdict']} |"
+                    f"| {c['defence']} | {c['control']} | {_radius(float(e))} | {per} | {mean_cell(r['over_seeds'])} | {r['verdict']} |"
                 )
     return "\n".join(lines) + "\n"
 

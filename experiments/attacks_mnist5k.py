@@ -92,9 +92,10 @@ def gradient_attacks(model, x, steps: int) -> Dict[str, Any]:
     return out
 
 
-def early_index(model, tol: float = 0.01) -> int:
+def early_index(model, tol: float = 0.01, dataset: str = "mnist5k") -> int:
     """The smallest i >= 1 whose accuracy on 500 TRAINING digits is within ``tol`` of the final state's."""
-    x, y = data.load("mnist5k", "train").subset(500, seed=1).tensors()
+    x, y = data.load(dataset, "train").subset(500, seed=1).tensors()
+    x, y = x.to(next(model.parameters()).device), y.to(next(model.parameters()).device)
     with torch.no_grad():
         acc = dynamics.state_predictions(model, x, model.deq.max_iter, y=y)["accuracy"]
     return next(i for i in range(1, len(acc)) if acc[i] >= acc[-1] - tol)

@@ -43,7 +43,7 @@ def test_recorded_rows_are_read_from_chapter_6_and_7_results(tmp_path, h2h):
     assert set(runs) == {"er-pgdat", "r1-pgdat"} and set(runs["er-pgdat"]) == {1}
     assert runs["er-pgdat"][1]["eps"]["0.2"]["robust"] == [True, False] and runs["er-pgdat"][1]["positions"] == [3, 7]
     assert runs["r1-pgdat"][2]["positions"] == [0, 1, 2]
-    row = h2h[1].seed_row(runs["r1-pgdat"][2], mod.EPS)
+    row = h2h[1].seed_row(runs["r1-pgdat"][2], mod.EPS_BY_DATASET["mnist5k"])
     assert row["eps"]["0.1"]["robust"] == pytest.approx(1 / 3) and row["eps"]["0.1"]["decided_by"] == "apgd_ce"
 
 
@@ -77,3 +77,17 @@ def test_the_driver_runs_end_to_end_on_tiny_budgets(tmp_path):
     assert early["early_index"] >= 1
     md = (tmp_path / "head_to_head.md").read_text()
     assert "explicit 4-layer net, PGD-AT" in md and "| er-pgdat | explicit-pgdat | 0.1 | - | - | not run |" in md
+
+
+def test_full_mode_rows_are_the_zoo_full_recipes(h2h):
+    mod, _ = h2h
+    from deqlib import zoo
+
+    for dataset in ("mnist", "svhn", "cifar10"):
+        rows = mod.evaluated_here(dataset)
+        assert not any(mod.ROWS[r].family == "LyaDEQ" for r in rows)  # no full recipes of chapter 6's readings
+        assert {"deq-pgdat", "ris-trades", "er-pgdat", "er-ris-pgdat", "early-pgdat", "explicit-trades"} <= set(rows)
+        for r in rows:
+            assert zoo.get(mod.ROWS[r].recipe_for(dataset)).mode == "full"
+    fast = mod.evaluated_here("mnist5k")
+    assert all(mod.ROWS[r].recorded is None for r in fast) and "deq-pgdat" not in fast
