@@ -28,6 +28,8 @@ functions that make whole figures return the figure. Inputs may be torch tensors
   :func:`plot_decrease_curves`, :func:`plot_discrete_decrease`, :func:`icnn_lyapunov_checks`,
   :func:`plot_icnn_lyapunov` and the static small multiples :func:`lyapunov_small_multiples` (the counterpart
   of :func:`deqlib.widgets.lyapunov_explorer`);
+- :mod:`~deqlib.viz.head_to_head` — chapter 8: :func:`head_to_head_curves`, :func:`plot_head_to_head` (robust
+  accuracy against the radius, one panel per family of defences).
 - :mod:`~deqlib.viz.regulation` — chapter 7: :func:`entropy_with_defence`, :func:`plot_entropy_with_defence` and its
   static small multiples :func:`entropy_defence_small_multiples` (the counterpart of
   :func:`deqlib.widgets.entropy_explorer`), :func:`plot_evaluations`;
@@ -58,6 +60,7 @@ from .dynamics import (
     plot_state_readouts,
 )
 from .gradients import plot_memory, plot_phantom_errors, plot_solver_steps, plot_training_history
+from .head_to_head import head_to_head_curves, plot_head_to_head
 from .lyapunov import (
     CENTRES,
     LyapunovToy,
@@ -105,6 +108,8 @@ from .toys import (
 from .trajectories import iterate, plot_trajectories_2d, project_2d, step_sizes
 
 __all__ = [
+    "head_to_head_curves",
+    "plot_head_to_head",
     "entropy_with_defence",
     "plot_entropy_with_defence",
     "entropy_defence_small_multiples",
