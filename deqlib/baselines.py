@@ -143,8 +143,8 @@ def _conv_cell_options(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def n_parameters(model: nn.Module) -> int:
-    """The number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The number of parameters, trainable or frozen (a model's size: a one-shot LyaDEQ's frozen DEQ counts)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def matched_size(dataset: Any, kind: str, *, deq_size: int, depth: int, **options: Any) -> int:

@@ -215,8 +215,13 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def all_rows() -> List[Dict[str, Any]]:
+    """Every row of the table, in the order of the papers and chapters."""
+    return lyadeq_rows() + c2_rows() + yang23_rows() + c6_rows() + finding_rows()
+
+
 def main() -> None:
-    rows = lyadeq_rows() + c2_rows() + yang23_rows() + c6_rows() + finding_rows()
+    rows = all_rows()
     save_json({"command": COMMAND, "machine": machine(), "rows": rows}, RESULTS / "claims.json")
     (RESULTS / "claims.md").write_text(markdown(rows))
     print(f"{len(rows)} rows: results/claims.json, results/claims.md")

@@ -91,3 +91,23 @@ def test_full_mode_rows_are_the_zoo_full_recipes(h2h):
             assert zoo.get(mod.ROWS[r].recipe_for(dataset)).mode == "full"
     fast = mod.evaluated_here("mnist5k")
     assert all(mod.ROWS[r].recorded is None for r in fast) and "deq-pgdat" not in fast
+
+
+def test_the_recorded_table_and_claims_are_up_to_date_with_the_runs_they_read(h2h):
+    """Chapter 8 renders results/head_to_head.json and results/claims.json: both must be what their scripts make from
+    the runs recorded now (a run landed without `--summary` / `claims.py` afterwards fails here)."""
+    mod, rep = h2h
+    results = ROOT / "experiments" / "results"
+    recorded = json.loads((results / "head_to_head.json").read_text())
+    fresh = rep.summarise(mod.collect(results), mod.ROWS, mod.C6, mod.EPS_BY_DATASET["mnist5k"])
+    again = json.loads(json.dumps(fresh, default=float))  # through JSON, as the file was written
+    stale = "stale: run `python experiments/head_to_head.py --summary && python experiments/claims.py`"
+    assert again["table"] == recorded["summary"]["table"], stale
+    assert again["c6"] == recorded["summary"]["c6"], stale
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import claims
+    finally:
+        sys.path.pop(0)
+    rows = json.loads(json.dumps(claims.all_rows()))
+    assert rows == json.loads((results / "claims.json").read_text())["rows"], stale
