@@ -264,7 +264,8 @@ def test_reading_recipes_validate_and_hash_their_new_fields():
 
 
 def test_every_reading_has_a_control_trained_the_same_way():
-    names = [n for n in zoo.names("fast") if re.search(r"-r\d-", n)]
+    # chapter 6's readings (chapter 8's combination with random intermediate states, "-ris-", aside)
+    names = [n for n in zoo.names("fast") if re.search(r"-r\d-", n) and "-ris-" not in n]
     assert len(names) == 22
     for n in names:
         parts = n.split("-")

@@ -52,6 +52,30 @@ def head_to_head_curves(table: Mapping[str, Any], eps: Sequence[float]) -> Dict[
     return out
 
 
+def _panel(ax: Any, family: str, members: Mapping[str, Any], rows: Mapping[str, Any], ref: Any, ref_name: str) -> None:
+    """One family's curves with their intervals, and the reference curve in grey."""
+    if ref is not None:
+        ax.plot(
+            ref["radii"],
+            100 * ref["mean"],
+            color="0.6",
+            ls="--",
+            lw=1.2,
+            label=f"{rows[ref_name]['label']} (reference)",
+        )
+    for k, (name, c) in enumerate(members.items()):
+        err = 100 * np.stack([c["mean"] - c["low"], c["high"] - c["mean"]])
+        label = f"{rows[name]['label']} ({c['seeds']} seed{'s' if c['seeds'] > 1 else ''})"
+        color = PALETTE[k % len(PALETTE)]
+        ax.errorbar(
+            c["radii"], 100 * c["mean"], yerr=err, color=color, marker="o", ms=3.5, capsize=2, lw=1.2, label=label
+        )
+    ax.set_title(family, fontsize="medium")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+
+
 def plot_head_to_head(
     table: Mapping[str, Any],
     rows: Mapping[str, Mapping[str, Any]],
@@ -84,29 +108,8 @@ def plot_head_to_head(
     )
     axes = np.atleast_1d(axes).ravel()
     for ax, family in zip(axes, families):
-        if reference in curves:
-            c = curves[reference]
-            ax.plot(
-                c["radii"],
-                100 * c["mean"],
-                color="0.6",
-                ls="--",
-                lw=1.2,
-                label=f"{rows[reference]['label']} (reference)",
-            )
         members = [n for n, r in rows.items() if r["family"] == family and n in curves and n != reference]
-        for k, name in enumerate(members):
-            c = curves[name]
-            err = 100 * np.stack([c["mean"] - c["low"], c["high"] - c["mean"]])
-            color = PALETTE[k % len(PALETTE)]
-            label = f"{rows[name]['label']} ({c['seeds']} seed{'s' if c['seeds'] > 1 else ''})"
-            ax.errorbar(
-                c["radii"], 100 * c["mean"], yerr=err, color=color, marker="o", ms=3.5, capsize=2, lw=1.2, label=label
-            )
-        ax.set_title(family, fontsize="medium")
-        ax.set_ylim(0, 100)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+        _panel(ax, family, {n: curves[n] for n in members}, rows, curves.get(reference), reference)
     for ax in axes[len(families) :]:
         ax.set_visible(False)
     for ax in axes[::ncols]:
