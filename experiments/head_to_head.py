@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from _head_to_head_report import markdown, summarise
 from _workers import load_runs, run_claimed
+from tqdm.auto import tqdm
 
 import deqlib
 from deqlib import attacks, evaluate, zoo
@@ -341,6 +342,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--only", nargs="*", default=None, help="row names (default: every row evaluated here)")
     p.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
     p.add_argument("--summary", action="store_true", help="only rewrite the summary from the finished runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out-dir", type=Path, default=None, help="results folder (default results/, or results_quick/)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -349,10 +351,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     folder = out_dir / _results_name(args.dataset)
     folder.mkdir(parents=True, exist_ok=True)
     names = [n for n in (args.only or ROWS) if n in evaluated_here(args.dataset)]
-    for seed in [] if args.summary else args.seeds:
-        for name in names:
-            if run_claimed(folder, f"{name}@{seed}", lambda: evaluate_row(name, seed, args)):
-                write_summary(out_dir, args.dataset)
+    queue = [] if args.summary else [(seed, name) for seed in args.seeds for name in names]
+    bar = tqdm(queue, desc="head to head (row, seed)", disable=args.no_progress or not queue)
+    for seed, name in bar:
+        bar.set_postfix_str(f"{name}@{seed}")
+        if run_claimed(folder, f"{name}@{seed}", lambda: evaluate_row(name, seed, args)):
+            write_summary(out_dir, args.dataset)
     write_summary(out_dir, args.dataset)
 
 
