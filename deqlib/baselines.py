@@ -27,15 +27,7 @@ from typing import Any, Dict, Sequence
 from torch import Tensor, nn
 
 from . import cells
-from ._validate import (
-    check_choice,
-    check_dataset_like,
-    check_image_shape,
-    check_images,
-    check_int,
-    check_matches,
-    check_tensor,
-)
+from ._validate import check_choice, check_dataset_like, check_image_shape, check_int
 
 __all__ = ["ExplicitClassifier", "explicit_classifier_for", "matched_size", "n_parameters"]
 
@@ -78,14 +70,8 @@ class ExplicitClassifier(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Raise a clear error unless x is a finite float batch of [0, 1] images of the expected shape, in the
         model's dtype and on its device."""
-        check_tensor(x, "x (float images in [0, 1])", "ExplicitClassifier", floating=True)
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape or x.shape[0] == 0:
-            raise ValueError(
-                f"ExplicitClassifier: expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
-        check_matches(x, next(p for p in self.parameters() if p.is_floating_point()), "ExplicitClassifier", "x")
-        check_images(x.detach(), "ExplicitClassifier")
+        reference = next(p for p in self.parameters() if p.is_floating_point())
+        cells.check_image_batch(x, self.image_shape, reference, "ExplicitClassifier")
 
     def states(self, x: Tensor) -> list:
         """The states z_1 .. z_depth of images x."""

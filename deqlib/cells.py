@@ -151,6 +151,18 @@ class Normalize(nn.Module):
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 
+def check_image_batch(x: Tensor, image_shape: Tuple[int, ...], reference: Tensor, where: str) -> None:
+    """Raise a clear error unless ``x`` is a finite float batch of [0, 1] images of shape (N, C, H, W) = (N, ``image_shape``) with the dtype and
+    device of ``reference`` (a model's parameter); ``where`` names the model in the message."""
+    check_tensor(x, "x (float images in [0, 1])", where, floating=True)
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(image_shape) or x.shape[0] == 0:
+        raise ValueError(
+            f"{where}: expected images of shape (N, {', '.join(map(str, image_shape))}), got {tuple(x.shape)}"
+        )
+    check_matches(x, reference, where, "x")
+    check_images(x.detach(), where)
+
+
 class DEQClassifier(nn.Module):
     """[0, 1] images (N, C, H, W) -> normalise -> injection -> DEQ -> head -> logits (N, num_classes).
 
@@ -195,14 +207,7 @@ class DEQClassifier(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Raise a clear error unless x is a finite float batch of [0, 1] images of the expected shape, in the model's
         dtype and on its device (a float64 or float16 batch is refused, not converted: convert it, or the model)."""
-        check_tensor(x, "x (float images in [0, 1])", "DEQClassifier", floating=True)
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape or x.shape[0] == 0:
-            raise ValueError(
-                f"DEQClassifier: expected images of shape (N, {', '.join(map(str, self.image_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
-        check_matches(x, self._reference_tensor(), "DEQClassifier", "x")
-        check_images(x.detach(), "DEQClassifier")
+        check_image_batch(x, self.image_shape, self._reference_tensor(), "DEQClassifier")
 
     def _reference_tensor(self) -> Tensor:
         """A floating-point parameter (the dtype the model computes in), else the normalisation buffer."""
