@@ -152,8 +152,9 @@ class Normalize(nn.Module):
 
 
 def check_image_batch(x: Tensor, image_shape: Tuple[int, ...], reference: Tensor, where: str) -> None:
-    """Raise a clear error unless ``x`` is a finite float batch of [0, 1] images of shape (N, C, H, W) = (N, ``image_shape``) with the dtype and
-    device of ``reference`` (a model's parameter); ``where`` names the model in the message."""
+    """Raise a clear error unless ``x`` is a finite float batch of [0, 1] images of shape (N, C, H, W), (C, H, W)
+    being ``image_shape``, with the dtype and device of ``reference`` (a model's parameter); ``where`` names the
+    model in the message."""
     check_tensor(x, "x (float images in [0, 1])", where, floating=True)
     if x.dim() != 4 or tuple(x.shape[1:]) != tuple(image_shape) or x.shape[0] == 0:
         raise ValueError(
