@@ -115,6 +115,8 @@ def test_unrolled_gradient_is_never_warm_started():
 @pytest.mark.parametrize("attack", ["pgd", "apgd"])
 def test_same_robust_verdict_per_sample_with_and_without_warm_starts(attack):
     model = trained_mlp()
+    # a budget every attacked sample converges within, on any CPU (30 steps leave one of 64 unconverged on some)
+    model.deq.max_iter = 200
     _, _, (x, y) = digits()
 
     def verdicts():
@@ -131,7 +133,4 @@ def test_same_robust_verdict_per_sample_with_and_without_warm_starts(attack):
     assert torch.equal(with_warm, without), f"verdicts differ on {(with_warm != without).sum()} samples"
     assert 0 < int(with_warm.sum()) < len(y), "a set with both robust and broken samples"
     after = model.deq.convergence.as_dict()
-    solved = after["forward_samples"] - before["forward_samples"]
-    failed = after["forward_nonconverged"] - before["forward_nonconverged"]
-    # the verdicts are compared on converged solves (a sample or two may not converge, depending on the CPU's floats)
-    assert solved > 0 and failed <= 0.01 * solved, f"{failed} of {solved} solves did not converge"
+    assert after["forward_nonconverged"] == before["forward_nonconverged"], "every solve converged"
