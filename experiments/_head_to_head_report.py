@@ -4,9 +4,10 @@ seeds (t interval), the attack that broke the most digits; claim C6's paired com
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from _report import machine, mean_cell, pct, per_seed_cell, seed_cell
+from _report import on_positions as _on
 
 from deqlib.evaluate import claim_verdict, mcnemar, seed_summary, wilson_interval
 
@@ -51,12 +52,6 @@ def table(runs: Mapping[str, Mapping[int, Any]], rows: Mapping[str, Any], eps: S
             "eps": {e: seed_summary([p["eps"][e]["robust"] for p in per.values()]) for e in map(str, eps)},
         }
     return out
-
-
-def _on(run: Mapping[str, Any], positions: List[int], mask: Sequence[bool]) -> List[bool]:
-    """``mask`` (over ``run``'s digits) on the digits at ``positions`` of the 500."""
-    where = {p: i for i, p in enumerate(run["positions"])}
-    return [bool(mask[where[p]]) for p in positions]
 
 
 def compare(runs: Mapping[str, Mapping[int, Any]], a: str, b: str, eps: Sequence[float]) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Mapping, Sequence
 
 import torch
 
@@ -45,3 +45,10 @@ def mean_cell(over: Any) -> str:
         return "-"
     ci = over.get("interval")
     return f"{100 * over['mean']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
+
+
+def on_positions(run: Mapping[str, Any], positions: List[int], mask: Sequence[bool]) -> List[bool]:
+    """``mask`` (over ``run``'s digits, ``run["positions"]`` of the evaluated set) on the digits at ``positions``:
+    how a defence evaluated on a subset is paired digit by digit with its control."""
+    where = {p: i for i, p in enumerate(run["positions"])}
+    return [bool(mask[where[p]]) for p in positions]

@@ -54,6 +54,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 from _report import machine, mean_cell, pct, per_seed_cell
+from _report import on_positions as _on
 from _workers import claim, load_runs, run_claimed
 
 import deqlib
@@ -205,12 +206,6 @@ def headline(run: Dict[str, Any], e: str) -> Dict[str, float]:
 def _best_mask(run: Dict[str, Any], e: str) -> List[bool]:
     best = run["E1"]["eps"][e]["best_single"]["name"]
     return run["E1"]["eps"][e]["per_attack"][best]["robust"]
-
-
-def _on(run: Dict[str, Any], positions: List[int], mask: List[bool]) -> List[bool]:
-    """``mask`` (over ``run``'s digits) restricted to the digits at ``positions`` of the evaluated n."""
-    where = {p: i for i, p in enumerate(run["positions"])}
-    return [bool(mask[where[p]]) for p in positions]
 
 
 def _best_on(run: Dict[str, Any], e: str, positions: List[int]) -> List[bool]:
